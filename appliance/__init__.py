@@ -1,0 +1,3 @@
+"""Shop-floor vision appliance."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,89 @@
+"""The running appliance: config → backend → results, events and metrics."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from appliance.clock import Clock, SystemClock
+from appliance.config.schema import ApplianceConfig
+from appliance.events.factory import EventFactory
+from appliance.inference.onnx_engine import OnnxRuntimeEngine
+from appliance.jsonl import JsonlWriter
+from appliance.metrics import ApplianceMetrics, MetricsServer
+from appliance.pipeline.backend import choose_backend
+from appliance.pipeline.batching import EngineFactory, ResultSink
+from appliance.pipeline.portable import PortableBackend
+from appliance.types import Event, FrameResult
+
+log = logging.getLogger(__name__)
+
+
+class Appliance:
+    def __init__(
+        self,
+        config: ApplianceConfig,
+        clock: Clock | None = None,
+        metrics: ApplianceMetrics | None = None,
+        make_engine: EngineFactory | None = None,
+        on_result: ResultSink | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or ApplianceMetrics()
+        self.metrics.config.info({"version": config.version, "device": config.device.id})
+        threads = config.inference.threads_per_worker
+        self._make_engine = make_engine or (lambda model: OnnxRuntimeEngine(model, threads=threads))
+        self.events = EventFactory(config.device.id, config.version, self.clock)
+        self._results = JsonlWriter(config.results.jsonl) if config.results.jsonl else None
+        self._event_log = JsonlWriter(config.events.jsonl) if config.events.jsonl else None
+        self._server: MetricsServer | None = None
+        self._observe_result = on_result
+        choice = choose_backend(config.backend)
+        log.info("backend: %s (%s)", choice.name, choice.reason)
+        self.backend = PortableBackend(
+            config, self._make_engine, self._on_result, self._on_event, self.events, self.metrics, self.clock
+        )
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._server.port if self._server else None
+
+    def start(self) -> None:
+        m = self.config.metrics
+        if m.enabled:
+            self._server = MetricsServer(self.metrics, m.address, m.port, m.path)
+            self._server.start()
+            log.info("metrics at http://%s:%d%s", m.address, self._server.port, m.path)
+        self.backend.start()
+        log.info("running %d streams, %d models", len(self.config.sources), len(self.config.models))
+
+    def run(self, duration: float | None = None, stop: threading.Event | None = None) -> None:
+        """Runs until ``stop`` is set, ``duration`` seconds pass, or every file source ended."""
+        stop = stop or threading.Event()
+        deadline = None if duration is None else self.clock.monotonic() + duration
+        while not stop.wait(0.2):
+            if deadline is not None and self.clock.monotonic() >= deadline:
+                break
+            if self.backend.finished:
+                log.info("every source reached its end")
+                break
+
+    def stop(self) -> None:
+        self.backend.stop()
+        if self._server is not None:
+            self._server.stop()
+        for writer in (self._results, self._event_log):
+            if writer is not None:
+                writer.close()
+
+    def _on_result(self, result: FrameResult) -> None:
+        if self._results is not None:
+            self._results.write(result.to_json())
+        if self._observe_result is not None:
+            self._observe_result(result)
+
+    def _on_event(self, event: Event) -> None:
+        log.info("event %s %s stream=%s %s", event.kind, event.phase, event.stream_id, event.attributes)
+        if self._event_log is not None:
+            self._event_log.write(event.to_json())

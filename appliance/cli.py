@@ -1,0 +1,105 @@
+"""The ``appliance`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "demo.yaml"
+
+log = logging.getLogger("appliance")
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from appliance.config.loader import validate_files
+
+    problems = validate_files(args.files)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        for name in args.files:
+            print(f"{name}: ok")
+    return 1 if problems else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from appliance.app import Appliance
+    from appliance.config.loader import ConfigError, load_config
+    from appliance.inference.engine import ModelMismatch
+    from appliance.pipeline.backend import BackendUnavailable
+
+    try:
+        config = load_config(args.config)
+        appliance = Appliance(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except (ModelMismatch, BackendUnavailable, ValueError) as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        appliance.start()
+    except OSError as exc:  # the metrics port is taken, for example
+        print(f"{args.config}: cannot start: {exc}", file=sys.stderr)
+        appliance.stop()
+        return 1
+    try:
+        appliance.run(duration=args.duration, stop=stop)
+    finally:
+        appliance.stop()
+    log.info("stopped")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from appliance.bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description="Shop-floor vision appliance")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the pipeline until SIGINT/SIGTERM or --duration")
+    run.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="config file (default: the demo)")
+    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.set_defaults(handler=_cmd_run)
+
+    validate = commands.add_parser("validate", help="check config files; print file:line: key: reason")
+    validate.add_argument("files", nargs="+", type=Path)
+    validate.set_defaults(handler=_cmd_validate)
+
+    bench = commands.add_parser("bench", help="measure throughput, latency and efficiency")
+    from appliance.bench import add_bench_arguments
+
+    add_bench_arguments(bench)
+    bench.set_defaults(handler=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

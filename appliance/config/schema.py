@@ -1,0 +1,285 @@
+"""The appliance configuration schema (pydantic v2; unknown keys are refused).
+
+Relative paths in the file (model files, label files, ``file://`` sources, output
+logs) resolve against the directory of the config file, passed in the validation
+context as ``base_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+UseCase = Literal["defects", "ppe", "animals"]
+SOURCE_SCHEMES = ("rtsp", "rtsps", "file", "v4l2", "test")
+TEST_PATTERNS = (
+    "smpte", "snow", "black", "white", "red", "green", "blue", "checkers-1", "checkers-2",
+    "checkers-4", "checkers-8", "circular", "blink", "smpte75", "zone-plate", "gamut",
+    "chroma-zone-plate", "solid-color", "ball", "smpte100", "bar", "pinwheel", "spokes",
+    "gradient", "colors",
+)
+
+#: Context key of a :class:`PydanticCustomError` raised by a validator that knows
+#: more precisely than its own location where the problem is: a tuple of keys and
+#: indexes *below* the validator's location (e.g. ``(1, "id")`` from the validator
+#: of ``sources``). The loader appends it to the error's ``loc``.
+LOC_SUFFIX = "loc_suffix"
+
+
+def error_at(
+    suffix: tuple[str | int, ...], error_type: str, template: str, **context: object
+) -> PydanticCustomError:
+    """A validation error that points at ``suffix`` below the raising validator."""
+    return PydanticCustomError(error_type, template, {**context, LOC_SUFFIX: suffix})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def resolve_path(value: str | Path, info: ValidationInfo) -> Path:
+    """Resolve ``value`` against the config file's directory (``~`` expands)."""
+    path = Path(os.path.expanduser(str(value)))
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return path
+
+
+class DeviceConfig(Strict):
+    id: Identifier = "appliance-01"
+    site: str = ""
+
+
+class InputSize(Strict):
+    width: Annotated[int, Field(ge=32, le=4096, multiple_of=4)]
+    height: Annotated[int, Field(ge=32, le=4096)]
+
+
+class ModelConfig(Strict):
+    id: Identifier
+    onnx: Path
+    labels: Path | list[str]
+    input: InputSize
+    parser: Literal["yolov8", "yolov5", "yolo_end2end"] = "yolov8"
+    input_name: str | None = None
+    confidence: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
+    iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
+    max_detections: Annotated[int, Field(ge=1, le=10000)] = 100
+
+    @field_validator("onnx")
+    @classmethod
+    def _onnx_exists(cls, value: Path, info: ValidationInfo) -> Path:
+        path = resolve_path(value, info)
+        if not path.is_file():
+            raise ValueError(f"model file not found: {path}")
+        return path
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: Path | list[str], info: ValidationInfo) -> Path | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("labels list is empty")
+            return value
+        path = resolve_path(value, info)
+        if not path.is_file():
+            raise ValueError(f"labels file not found: {path}")
+        return path
+
+    def label_names(self) -> list[str]:
+        if isinstance(self.labels, list):
+            return list(self.labels)
+        lines = self.labels.read_text(encoding="utf-8").splitlines()
+        return [line.strip() for line in lines if line.strip()]
+
+
+class ZoneConfig(Strict):
+    id: Identifier
+    polygon: Annotated[list[tuple[float, float]], Field(min_length=3)]
+    normalized: bool = True
+
+
+class ReconnectConfig(Strict):
+    """Backoff for a failed source: initial, doubling, capped; stall = no frame for that long."""
+
+    initial_s: Annotated[float, Field(gt=0.0, le=60.0)] = 0.5
+    max_s: Annotated[float, Field(gt=0.0, le=600.0)] = 10.0
+    stall_timeout_s: Annotated[float, Field(gt=0.0, le=600.0)] = 3.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError("max_s must not be below initial_s")
+        return self
+
+
+class SourceConfig(Strict):
+    id: Identifier
+    uri: str
+    loop: bool = False
+    realtime: bool = True
+    analyze_fps: Annotated[float, Field(gt=0.0, le=120.0)] = 5.0
+    models: list[Identifier] | None = None
+    use_cases: list[UseCase] = []
+    zones: list[ZoneConfig] = []
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str, info: ValidationInfo) -> str:
+        parts = urlsplit(value)
+        scheme = parts.scheme.lower()
+        if scheme not in SOURCE_SCHEMES:
+            raise ValueError(
+                f"unsupported URI scheme {parts.scheme or '(none)'!r}; "
+                f"use one of {', '.join(s + '://' for s in SOURCE_SCHEMES)}"
+            )
+        if scheme in ("rtsp", "rtsps") and not parts.hostname:
+            raise ValueError("rtsp URI needs a host, e.g. rtsp://camera.local:554/stream")
+        if scheme == "file":
+            path = resolve_path(parts.netloc + parts.path, info)
+            if not path.is_file():
+                raise ValueError(f"video file not found: {path}")
+            return "file://" + str(path.resolve())
+        if scheme == "v4l2" and not parts.path.startswith("/dev/"):
+            raise ValueError("v4l2 URI must name a device, e.g. v4l2:///dev/video0")
+        if scheme == "test":
+            pattern = parts.netloc or parts.path.strip("/") or "smpte"
+            if pattern not in TEST_PATTERNS:
+                raise ValueError(f"unknown test pattern {pattern!r}")
+            for key, val in parse_qsl(parts.query):
+                if key not in ("width", "height", "fps"):
+                    raise ValueError(f"unknown test:// parameter {key!r} (width, height, fps)")
+                if not val.isdigit() or int(val) <= 0:
+                    raise ValueError(f"test:// parameter {key} must be a positive integer")
+        return value
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.uri).scheme.lower()
+
+    @property
+    def is_live(self) -> bool:
+        """Live sources produce frames in real time whether or not we keep up."""
+        return self.scheme in ("rtsp", "rtsps", "v4l2", "test")
+
+
+class InferenceConfig(Strict):
+    """Inference workers; each holds its own engine per model (one ORT thread each)."""
+
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+    threads_per_worker: Annotated[int, Field(ge=1, le=64)] = 1
+    max_batch: Annotated[int, Field(ge=1, le=64)] = 8
+
+
+class ResultsConfig(Strict):
+    jsonl: Path | None = None
+
+    @field_validator("jsonl")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else resolve_path(value, info)
+
+
+class EventsConfig(Strict):
+    jsonl: Path | None = None
+
+    @field_validator("jsonl")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else resolve_path(value, info)
+
+
+class MetricsConfig(Strict):
+    enabled: bool = True
+    address: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9108
+    path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*$")] = "/metrics"
+
+
+class ApplianceConfig(Strict):
+    version: str = "1"
+    device: DeviceConfig = DeviceConfig()
+    backend: Literal["auto", "portable", "deepstream"] = "auto"
+    models: list[ModelConfig] = []
+    sources: Annotated[list[SourceConfig], Field(min_length=1)]
+    inference: InferenceConfig = InferenceConfig()
+    results: ResultsConfig = ResultsConfig()
+    events: EventsConfig = EventsConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, models: list[ModelConfig], info: ValidationInfo) -> list[ModelConfig]:
+        _refuse_duplicates([m.id for m in models], "model", info.field_name or "models")
+        return models
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(
+        cls, sources: list[SourceConfig], info: ValidationInfo
+    ) -> list[SourceConfig]:
+        _refuse_duplicates([s.id for s in sources], "source", info.field_name or "sources")
+        return sources
+
+    @model_validator(mode="after")
+    def _model_references(self) -> ApplianceConfig:
+        known = {m.id for m in self.models}
+        for index, source in enumerate(self.sources):
+            for position, ref in enumerate(source.models or []):
+                if ref not in known:
+                    raise error_at(
+                        ("sources", index, "models", position),
+                        "unknown_model",
+                        "unknown model '{ref}' (defined: {known})",
+                        ref=ref,
+                        known=", ".join(sorted(known)) or "none",
+                    )
+        for index, source in enumerate(self.sources):
+            sizes = sorted({(m.input.width, m.input.height) for m in self.models_for(source)})
+            if len(sizes) > 1:
+                raise error_at(
+                    ("sources", index, "models"),
+                    "input_sizes_differ",
+                    "the models of one source must share an input size (found {sizes}): "
+                    "each source is letterboxed once",
+                    sizes=", ".join(f"{w}x{h}" for w, h in sizes),
+                )
+        return self
+
+    def models_for(self, source: SourceConfig) -> list[ModelConfig]:
+        """The models a source is analyzed with (all models when it names none)."""
+        if source.models is None:
+            return list(self.models)
+        wanted = set(source.models)
+        return [m for m in self.models if m.id in wanted]
+
+
+def _refuse_duplicates(ids: list[str], what: str, field: str) -> None:
+    """Refuse the first id used twice; the error points at ``<position>.id``."""
+    first: dict[str, int] = {}
+    for position, ident in enumerate(ids):
+        if ident in first:
+            raise error_at(
+                (position, "id"),
+                "duplicate_id",
+                "duplicate {what} id '{ident}' (already used by {first})",
+                what=what,
+                ident=ident,
+                first=f"{field}.{first[ident]}",
+            )
+        first[ident] = position

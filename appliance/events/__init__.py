@@ -1,0 +1,1 @@
+"""Events: something that happened, with evidence (see appliance.types.Event)."""

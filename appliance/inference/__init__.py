@@ -1,0 +1,1 @@
+"""Inference: the Engine protocol, its ONNX Runtime implementation and output parsers."""

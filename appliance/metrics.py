@@ -1,0 +1,131 @@
+"""Prometheus metrics of the appliance, and the HTTP endpoint that serves them.
+
+Labels are bounded: stream ids, model ids and detection labels come from the
+config and the model's label file, never from URLs or free text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from appliance import __version__
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
+
+
+class ApplianceMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build = Info("appliance_build", "Appliance build", registry=r)
+        self.build.info({"version": __version__})
+        self.config = Info("appliance_config", "Loaded configuration", registry=r)
+        self.frames_decoded = Counter(
+            "appliance_stream_frames_decoded", "Frames decoded per stream", ["stream"], registry=r
+        )
+        self.frames_analyzed = Counter(
+            "appliance_stream_frames_analyzed", "Frames analyzed per stream", ["stream"], registry=r
+        )
+        self.frames_dropped = Counter(
+            "appliance_stream_frames_dropped",
+            "Frames ready for analysis but replaced by a newer one before analysis",
+            ["stream"],
+            registry=r,
+        )
+        self.stream_up = Gauge(
+            "appliance_stream_up", "1 while the stream delivers frames, else 0", ["stream"], registry=r
+        )
+        self.reconnects = Counter(
+            "appliance_stream_reconnects", "Times the stream's pipeline was rebuilt", ["stream"], registry=r
+        )
+        self.stream_errors = Counter(
+            "appliance_stream_errors", "Stream failures (errors, stalls, unexpected ends)", ["stream"], registry=r
+        )
+        self.last_frame = Gauge(
+            "appliance_stream_last_frame_timestamp_seconds",
+            "Unix time of the stream's last decoded frame",
+            ["stream"],
+            registry=r,
+        )
+        self.inference_latency = Histogram(
+            "appliance_inference_latency_seconds",
+            "Time of one batched inference",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "appliance_inference_batch_size", "Frames per batched inference", ["model"],
+            buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.inference_errors = Counter(
+            "appliance_inference_errors", "Batches that failed in inference or parsing", ["model"], registry=r
+        )
+        self.frame_latency = Histogram(
+            "appliance_frame_latency_seconds",
+            "Time from a frame's arrival (decoded and scaled) to its result",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.detections = Counter(
+            "appliance_detections", "Detections per stream and label", ["stream", "label"], registry=r
+        )
+
+    def declare_stream(self, stream: str) -> None:
+        """Make a stream's series exist from start-up (a stream that never worked shows up 0)."""
+        for family in (self.frames_decoded, self.frames_analyzed, self.frames_dropped,
+                       self.reconnects, self.stream_errors):
+            family.labels(stream)
+        self.stream_up.labels(stream).set(0)
+
+    def declare_model(self, model: str) -> None:
+        self.inference_errors.labels(model)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """Serves the registry at ``path`` on ``address:port`` (port 0 picks a free one)."""
+
+    def __init__(self, metrics: ApplianceMetrics, address: str, port: int, path: str) -> None:
+        metrics_path = path
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path.split("?", 1)[0] != metrics_path:
+                    self.send_error(404, "not found")
+                    return
+                body = metrics.exposition()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                log.debug("metrics request: " + format, *args)
+
+        self._server = ThreadingHTTPServer((address, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,1 @@
+"""Backends that turn camera sources into FrameResults."""

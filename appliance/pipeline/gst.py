@@ -1,0 +1,12 @@
+"""GStreamer import and initialisation, in one place."""
+
+from __future__ import annotations
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst  # noqa: E402
+
+Gst.init(None)
+
+__all__ = ["Gst"]

@@ -1,0 +1,91 @@
+"""The shared types: the contract between the backends and everything after parsing.
+
+Boxes are ``(x1, y1, x2, y2)`` in source pixel coordinates (the camera's frame,
+not the model input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    label: str
+    confidence: float
+    box: Box
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    track_id: int
+    label: str
+    confidence: float
+    box: Box
+    age_frames: int = 0
+
+
+@dataclass(slots=True)
+class FrameResult:
+    stream_id: str
+    frame_number: int
+    pts_ns: int
+    wall_time: float
+    width: int
+    height: int
+    detections: list[Detection] = field(default_factory=list)
+    tracks: list[Track] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written to the results log (``appliance.frame/1``)."""
+        return {
+            "schema": "appliance.frame/1",
+            "stream_id": self.stream_id,
+            "frame_number": self.frame_number,
+            "pts_ns": self.pts_ns,
+            "wall_time": round(self.wall_time, 6),
+            "width": self.width,
+            "height": self.height,
+            "detections": [
+                {
+                    "label": d.label,
+                    "confidence": round(d.confidence, 4),
+                    "box": [round(v, 1) for v in d.box],
+                    "model": d.model,
+                }
+                for d in self.detections
+            ],
+            "tracks": [asdict(t) for t in self.tracks],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened, with evidence (``appliance.event/1``).
+
+    ``id`` is stable across redelivery; ``kind`` is dotted (``stream.down``,
+    ``ppe.missing_item``); ``phase`` is ``start``, ``update`` or ``end``.
+    """
+
+    id: str
+    kind: str
+    phase: str
+    stream_id: str
+    device_id: str
+    started_at: float
+    ended_at: float | None = None
+    severity: str = "info"
+    confidence: float | None = None
+    track_id: int | None = None
+    zone: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    snapshot: str | None = None
+    config_version: str = ""
+    model: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": "appliance.event/1", **asdict(self)}

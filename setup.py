@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="appliance",
+    version="0.1.0",
+    description="Shop-floor vision appliance: multi-stream camera analytics for pharmaceutical plants",
+    python_requires=">=3.10",
+    packages=find_packages(include=["appliance", "appliance.*"]),
+    install_requires=[
+        "numpy>=1.24",
+        "onnxruntime>=1.16",
+        "pydantic>=2.5,<3",
+        "PyYAML>=6.0",
+        "prometheus-client>=0.19",
+    ],
+    extras_require={
+        "jetson": ["tensorrt", "pycuda"],
+        "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "onnx>=1.15", "ruff>=0.4"],
+    },
+    entry_points={"console_scripts": ["appliance=appliance.cli:main"]},
+)

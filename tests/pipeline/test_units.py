@@ -1,0 +1,202 @@
+"""Backoff, frame slots, pipeline descriptions and the batcher, without GStreamer running."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from appliance.clock import ManualClock
+from appliance.config.schema import ApplianceConfig, ModelConfig, SourceConfig
+from appliance.inference.engine import TensorSpec
+from appliance.metrics import ApplianceMetrics
+from appliance.pipeline.backoff import Backoff
+from appliance.pipeline.batching import Batcher
+from appliance.pipeline.frames import ArrayPixels, Frame, FrameSlot
+from appliance.pipeline.portable import input_size_for
+from appliance.pipeline.sources import InputSize, describe_pipeline
+from appliance.types import FrameResult
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets():
+    backoff = Backoff(0.5, 4.0)
+    assert [backoff.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    backoff.reset()
+    assert backoff.next_delay() == 0.5
+
+
+def frame(stream: str, number: int, image: np.ndarray | None = None, width: int = 640, height: int = 480) -> Frame:
+    pixels = ArrayPixels(image if image is not None else np.zeros((32, 32, 3), np.uint8))
+    return Frame(stream, number, number * 1000, 0.0, 0.0, width, height, pixels)
+
+
+def test_live_slot_keeps_newest_frame_and_counts_stale_ones():
+    ready = threading.Condition()
+    slot = FrameSlot("cam", wait_when_full=False, ready=ready)
+    for n in range(5):
+        slot.put(frame("cam", n))
+    with ready:
+        taken = slot.take()
+    assert taken is not None and taken.frame_number == 4
+    assert slot.dropped == 4
+    with ready:
+        assert slot.take() is None
+
+
+def test_file_slot_makes_the_decoder_wait_instead_of_dropping():
+    ready = threading.Condition()
+    slot = FrameSlot("file", wait_when_full=True, ready=ready)
+    slot.put(frame("file", 0))
+    second_done = threading.Event()
+    threading.Thread(target=lambda: (slot.put(frame("file", 1)), second_done.set()), daemon=True).start()
+    assert not second_done.wait(0.3)  # blocked: the first frame was not taken yet
+    with ready:
+        assert slot.take().frame_number == 0
+    assert second_done.wait(2)
+    with ready:
+        assert slot.take().frame_number == 1
+    assert slot.dropped == 0
+
+
+def test_closing_a_slot_releases_a_waiting_decoder():
+    ready = threading.Condition()
+    slot = FrameSlot("file", wait_when_full=True, ready=ready)
+    slot.put(frame("file", 0))
+    done = threading.Event()
+    threading.Thread(target=lambda: (slot.put(frame("file", 1)), done.set()), daemon=True).start()
+    time.sleep(0.1)
+    slot.close()
+    assert done.wait(2)
+    assert not slot.has_frame
+
+
+def source(uri: str, **kw) -> SourceConfig:
+    return SourceConfig.model_validate({"id": "s", "uri": uri, **kw})
+
+
+def test_pipeline_descriptions_letterbox_in_gstreamer():
+    size = InputSize(320, 320)
+    test = describe_pipeline(source("test://ball?width=800&height=600&fps=25", analyze_fps=5), size)
+    assert test.startswith("videotestsrc is-live=true pattern=ball ! video/x-raw,width=800,height=600,framerate=25/1")
+    assert "videorate drop-only=true max-rate=5" in test
+    assert "videoscale add-borders=true" in test
+    assert "format=RGB,width=320,height=320,pixel-aspect-ratio=1/1" in test
+    assert "sync=false" in test
+    rtsp = describe_pipeline(source("rtsp://10.0.0.5:554/stream1", analyze_fps=2.5), size)
+    assert rtsp.startswith('uridecodebin uri="rtsp://10.0.0.5:554/stream1"')
+    assert "max-rate=3" in rtsp  # whole frames per second; the finer limit is applied on timestamps
+    v4l2 = describe_pipeline(source("v4l2:///dev/video2"), size)
+    assert v4l2.startswith('v4l2src device="/dev/video2" ! decodebin')
+
+
+def test_realtime_file_plays_at_its_rate_and_fast_file_does_not(tmp_path):
+    clip = tmp_path / "x.mp4"
+    clip.write_bytes(b"not decoded here")
+    size = InputSize(320, 320)
+    assert "sync=true" in describe_pipeline(source(f"file://{clip}"), size)
+    assert "sync=false" in describe_pipeline(source(f"file://{clip}", realtime=False), size)
+
+
+class ScriptedEngine:
+    """An engine whose YOLOv8 output puts one box at a known input position per image."""
+
+    def __init__(self, model: ModelConfig) -> None:
+        self.name = model.id
+        self.input = TensorSpec("images", (None, 3, 64, 64), "float32")
+        self.outputs = (TensorSpec("output0", (None, 5, 4), "float32"),)
+        self.max_batch = 4
+        self.batches: list[int] = []
+        self.closed = False
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.batches.append(len(batch))
+        out = np.zeros((len(batch), 5, 4), np.float32)
+        out[:, 0:4, 0] = [32.0, 32.0, 16.0, 16.0]  # cx, cy, w, h
+        out[:, 4, 0] = batch[:, 0, 0, 0]  # score = red value of the top-left pixel
+        return [out]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def model_config(tmp_path) -> ModelConfig:
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x")
+    return ModelConfig.model_validate({
+        "id": "m", "onnx": str(onnx), "labels": ["part"], "input": {"width": 64, "height": 64},
+        "confidence": 0.5,
+    })
+
+
+def test_batcher_batches_streams_and_maps_boxes_to_source_pixels(model_config):
+    ready = threading.Condition()
+    slots = [FrameSlot(f"s{i}", wait_when_full=False, ready=ready) for i in range(6)]
+    engines: list[ScriptedEngine] = []
+    results: list[FrameResult] = []
+    done = threading.Event()
+
+    def make_engine(model: ModelConfig) -> ScriptedEngine:
+        engines.append(ScriptedEngine(model))
+        return engines[-1]
+
+    def on_result(result: FrameResult) -> None:
+        results.append(result)
+        if len(results) == 6:
+            done.set()
+
+    batcher = Batcher(slots, {f"s{i}": ["m"] for i in range(6)}, [model_config], make_engine, on_result,
+                      ApplianceMetrics(), ManualClock(), ready, workers=1, max_batch=8)
+    bright = np.full((64, 64, 3), 255, np.uint8)
+    dark = np.zeros((64, 64, 3), np.uint8)
+    for i, slot in enumerate(slots):
+        # a 128x128 source maps the 64x64 input 2:1, without borders
+        slot.put(frame(f"s{i}", i, bright if i % 2 == 0 else dark, width=128, height=128))
+    batcher.start()
+    assert done.wait(5)
+    batcher.stop()
+    assert engines[0].batches == [4, 2]  # six frames, the engine takes four at a time
+    assert engines[0].closed
+    by_stream = {r.stream_id: r for r in results}
+    for i in range(6):
+        found = by_stream[f"s{i}"].detections
+        if i % 2:
+            assert found == []
+        else:
+            assert len(found) == 1
+            assert found[0].label == "part" and found[0].model == "m"
+            assert found[0].box == pytest.approx((48.0, 48.0, 80.0, 80.0), abs=1e-3)
+
+
+def test_one_stream_is_analyzed_in_frame_order_by_many_workers(model_config):
+    ready = threading.Condition()
+    slot = FrameSlot("cam", wait_when_full=True, ready=ready)
+    results: list[int] = []
+    batcher = Batcher([slot], {"cam": ["m"]}, [model_config], ScriptedEngine, lambda r: results.append(r.frame_number),
+                      ApplianceMetrics(), ManualClock(), ready, workers=3)
+    batcher.start()
+    for n in range(40):
+        slot.put(frame("cam", n, np.zeros((64, 64, 3), np.uint8)))
+    deadline = time.monotonic() + 5
+    while len(results) < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    batcher.stop()
+    assert results == list(range(40))
+
+
+def test_models_of_a_source_must_share_an_input_size(tmp_path):
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x")
+    models = [
+        {"id": "a", "onnx": str(onnx), "labels": ["x"], "input": {"width": 320, "height": 320}},
+        {"id": "b", "onnx": str(onnx), "labels": ["x"], "input": {"width": 640, "height": 640}},
+    ]
+    with pytest.raises(ValidationError, match="must share an input size"):
+        ApplianceConfig.model_validate({"models": models, "sources": [{"id": "s", "uri": "test://ball"}]})
+    config = ApplianceConfig.model_validate(
+        {"models": models, "sources": [{"id": "s", "uri": "test://ball", "models": ["b"]}]}
+    )
+    assert input_size_for(config, config.sources[0]) == InputSize(640, 640)
