@@ -8,7 +8,7 @@ import threading
 from appliance.clock import Clock, SystemClock
 from appliance.config.schema import ApplianceConfig
 from appliance.events.factory import EventFactory
-from appliance.inference.onnx_engine import OnnxRuntimeEngine
+from appliance.inference.onnx_engine import load_engine
 from appliance.jsonl import JsonlWriter
 from appliance.metrics import ApplianceMetrics, MetricsServer
 from appliance.pipeline.backend import choose_backend
@@ -17,6 +17,8 @@ from appliance.pipeline.portable import PortableBackend
 from appliance.types import Event, FrameResult
 
 log = logging.getLogger(__name__)
+
+SUMMARY_INTERVAL_S = 10.0
 
 
 class Appliance:
@@ -33,12 +35,14 @@ class Appliance:
         self.metrics = metrics or ApplianceMetrics()
         self.metrics.config.info({"version": config.version, "device": config.device.id})
         threads = config.inference.threads_per_worker
-        self._make_engine = make_engine or (lambda model: OnnxRuntimeEngine(model, threads=threads))
+        self._make_engine = make_engine or (lambda model: load_engine(model, threads=threads))
         self.events = EventFactory(config.device.id, config.version, self.clock)
         self._results = JsonlWriter(config.results.jsonl) if config.results.jsonl else None
         self._event_log = JsonlWriter(config.events.jsonl) if config.events.jsonl else None
         self._server: MetricsServer | None = None
         self._observe_result = on_result
+        self._tally: dict[str, tuple[int, int]] = {}  # stream -> (frames, detections) since the last summary
+        self._tally_lock = threading.Lock()
         choice = choose_backend(config.backend)
         log.info("backend: %s (%s)", choice.name, choice.reason)
         self.backend = PortableBackend(
@@ -62,12 +66,29 @@ class Appliance:
         """Runs until ``stop`` is set, ``duration`` seconds pass, or every file source ended."""
         stop = stop or threading.Event()
         deadline = None if duration is None else self.clock.monotonic() + duration
+        next_summary = self.clock.monotonic() + SUMMARY_INTERVAL_S
         while not stop.wait(0.2):
-            if deadline is not None and self.clock.monotonic() >= deadline:
+            now = self.clock.monotonic()
+            if deadline is not None and now >= deadline:
                 break
             if self.backend.finished:
                 log.info("every source reached its end")
                 break
+            if now >= next_summary:
+                self._log_summary(SUMMARY_INTERVAL_S)
+                next_summary = now + SUMMARY_INTERVAL_S
+
+    def _log_summary(self, interval: float) -> None:
+        """One line per stream for the person watching the console."""
+        with self._tally_lock:
+            tally, self._tally = self._tally, {}
+        for stream in self.backend.streams:
+            frames, detections = tally.get(stream.id, (0, 0))
+            state = stream.state.value + (f" ({stream.reason})" if stream.reason and frames == 0 else "")
+            log.info(
+                "stream %-14s %-10s %5.1f frames/s analyzed, %4.1f detections/frame, %d reconnects",
+                stream.id, state, frames / interval, detections / frames if frames else 0.0, stream.reconnects,
+            )
 
     def stop(self) -> None:
         self.backend.stop()
@@ -78,6 +99,9 @@ class Appliance:
                 writer.close()
 
     def _on_result(self, result: FrameResult) -> None:
+        with self._tally_lock:
+            frames, detections = self._tally.get(result.stream_id, (0, 0))
+            self._tally[result.stream_id] = (frames + 1, detections + len(result.detections))
         if self._results is not None:
             self._results.write(result.to_json())
         if self._observe_result is not None:

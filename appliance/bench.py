@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -43,6 +47,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, default=320)
     parser.add_argument("--every", type=int, default=3, help="analyze every Nth frame (default 3)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--soak", type=float, default=0, metavar="SECONDS",
+                        help="instead: run 4 looped streams this long and report memory growth")
+    parser.add_argument("--live", type=int, nargs="?", const=0, default=None, metavar="STREAMS",
+                        help="instead: RTSP cameras offered twice the analyzable rate (or STREAMS of them); "
+                             "reports the age of frames when analyzed")
+    parser.add_argument("--seconds", type=float, default=30, help="length of the --live run (default 30)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
 
 
@@ -82,125 +92,291 @@ def _rss_mib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _cpu_of_pipeline(description: str) -> tuple[float, int]:
-    """CPU-seconds a pipeline takes to run to its end, and the frames its sink rendered."""
-    pipeline = Gst.parse_launch(description)
-    began = _cpu_seconds()
-    pipeline.set_state(Gst.State.PLAYING)
-    message = pipeline.get_bus().timed_pop_filtered(Gst.CLOCK_TIME_NONE, Gst.MessageType.EOS | Gst.MessageType.ERROR)
-    spent = _cpu_seconds() - began
-    frames = int(pipeline.get_by_name("out").get_property("stats").get_value("rendered"))
-    pipeline.set_state(Gst.State.NULL)
-    if message.type == Gst.MessageType.ERROR:
-        raise RuntimeError(message.parse_error()[0].message)
-    return spent, frames
+def _cpu_of_pipeline(description: str, repeats: int = 3) -> tuple[float, int, tuple[int, int]]:
+    """The least CPU-seconds a pipeline took to run to its end over ``repeats`` runs,
+    the frames its sink (named ``out``) rendered, and their size."""
+    best = float("inf")
+    frames = 0
+    size = (0, 0)
+    for _ in range(repeats):
+        pipeline = Gst.parse_launch(description)
+        began = _cpu_seconds()
+        pipeline.set_state(Gst.State.PLAYING)
+        message = pipeline.get_bus().timed_pop_filtered(
+            Gst.CLOCK_TIME_NONE, Gst.MessageType.EOS | Gst.MessageType.ERROR
+        )
+        best = min(best, _cpu_seconds() - began)
+        sink = pipeline.get_by_name("out")
+        frames = int(sink.get_property("stats").get_value("rendered"))
+        caps = sink.get_static_pad("sink").get_current_caps()
+        if caps is not None:
+            structure = caps.get_structure(0)
+            size = (structure.get_value("width"), structure.get_value("height"))
+        pipeline.set_state(Gst.State.NULL)
+        if message.type == Gst.MessageType.ERROR:
+            raise RuntimeError(message.parse_error()[0].message)
+    return best, frames, size
 
 
-def measure_costs(clip: Path, model: ModelConfig, every: int, fps: int) -> Costs:
-    demux = f'filesrc location="{clip}" ! qtdemux ! h264parse ! avdec_h264'
-    decode_cpu, decoded = _cpu_of_pipeline(f"{demux} ! fakesink name=out sync=false")
+def _cpu_per_call(work, runs: int = 200, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        began = _cpu_seconds()
+        for _ in range(runs):
+            work()
+        best = min(best, (_cpu_seconds() - began) / runs)
+    return best
+
+
+def measure_costs(clip: Path, model: ModelConfig, every: int) -> Costs:
+    """Each necessary step alone: decoding the clip; letterboxing a frame of its size
+    (GStreamer scale and convert, then the copy into the input tensor); one inference."""
+    decode_cpu, decoded, (width, height) = _cpu_of_pipeline(
+        f'filesrc location="{clip}" ! qtdemux ! h264parse ! avdec_h264 ! fakesink name=out sync=false'
+    )
     size = model.input
-    scaled_cpu, analyzed = _cpu_of_pipeline(
-        f"{demux} ! videorate drop-only=true max-rate={fps // every} ! videoscale add-borders=true"
-        f" ! videoconvert ! video/x-raw,format=RGB,width={size.width},height={size.height},pixel-aspect-ratio=1/1"
+    frames = f"videotestsrc pattern=black num-buffers=300 ! video/x-raw,format=I420,width={width},height={height}"
+    raw_cpu, _, _ = _cpu_of_pipeline(f"{frames} ! fakesink name=out sync=false")
+    scaled_cpu, scaled, _ = _cpu_of_pipeline(
+        f"{frames} ! videoscale add-borders=true ! videoconvert"
+        f" ! video/x-raw,format=RGB,width={size.width},height={size.height},pixel-aspect-ratio=1/1"
         f" ! fakesink name=out sync=false"
     )
-    engine = OnnxRuntimeEngine(model, threads=1)
     batch = np.zeros((1, 3, size.height, size.width), dtype=np.float32)
     pixels = ArrayPixels(np.random.default_rng(0).integers(0, 255, (size.height, size.width, 3), dtype=np.uint8))
-    for _ in range(5):
-        engine.infer(batch)
-    runs = 200
-    began = _cpu_seconds()
-    for _ in range(runs):
-        pixels.copy_into(batch[0])
-    copy_cpu = (_cpu_seconds() - began) / runs
-    began = _cpu_seconds()
-    for _ in range(runs):
-        engine.infer(batch)
-    inference_cpu = (_cpu_seconds() - began) / runs
-    engine.close()
-    preprocess = max(0.0, (scaled_cpu - decode_cpu)) / max(1, analyzed) + copy_cpu
+    engine = OnnxRuntimeEngine(model, threads=1)
+    try:
+        copy_cpu = _cpu_per_call(lambda: pixels.copy_into(batch[0]))
+        inference_cpu = _cpu_per_call(lambda: engine.infer(batch))
+    finally:
+        engine.close()
+    preprocess = max(0.0, scaled_cpu - raw_cpu) / scaled + copy_cpu
     return Costs(decode_cpu / decoded, preprocess, inference_cpu, os.cpu_count() or 1, every)
 
 
-def run_streams(clip: Path, model: ModelConfig, streams: int, fps: int, every: int, workers: int,
-                bound_fps: float) -> RunFigures:
-    config = ApplianceConfig.model_validate({
+class Monitor:
+    """CPU time, wall time and resident memory (sampled) over a run."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.rss: list[tuple[float, float]] = []  # (seconds since start, MiB)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Monitor:
+        self._cpu0, self._wall0 = _cpu_seconds(), time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.monotonic() - self._wall0
+        self.cpu = _cpu_seconds() - self._cpu0
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            self.rss.append((time.monotonic() - self._wall0, _rss_mib()))
+            if self._done.wait(self.interval):
+                return
+
+    @property
+    def cpu_percent(self) -> float:
+        return 100 * self.cpu / self.wall / (os.cpu_count() or 1)
+
+    @property
+    def peak_rss(self) -> float:
+        return max(mib for _, mib in self.rss)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values) or [0.0]
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _config(model: ModelConfig, sources: list[dict[str, Any]], workers: int) -> ApplianceConfig:
+    return ApplianceConfig.model_validate({
         "device": {"id": "bench"},
         "backend": "portable",
         "models": [model.model_dump()],
-        "sources": [
-            {"id": f"s{i}", "uri": f"file://{clip}", "realtime": False, "analyze_fps": fps / every}
-            for i in range(streams)
-        ],
+        "sources": sources,
         "inference": {"workers": workers, "threads_per_worker": 1},
         "metrics": {"enabled": False},
     })
+
+
+def _run(config: ApplianceConfig, seconds: float, rss_interval: float = 0.25) -> tuple[list[float], Monitor, Appliance]:
+    """Runs the appliance; returns each result's decode-to-result latency and the monitor."""
     latencies: list[float] = []
 
     def on_result(result: FrameResult) -> None:
         latencies.append(time.time() - result.wall_time)
 
     app = Appliance(config, on_result=on_result)
-    peak = [_rss_mib()]
-    done = threading.Event()
+    with Monitor(rss_interval) as monitor:
+        app.start()
+        try:
+            app.run(duration=seconds)
+        finally:
+            app.stop()
+    return latencies, monitor, app
 
-    def sample_rss() -> None:
-        while not done.wait(0.25):
-            peak[0] = max(peak[0], _rss_mib())
 
-    sampler = threading.Thread(target=sample_rss, daemon=True)
-    sampler.start()
-    cpu0, wall0 = _cpu_seconds(), time.monotonic()
-    app.start()
-    try:
-        app.run(duration=600)
-    finally:
-        wall = time.monotonic() - wall0
-        cpu = _cpu_seconds() - cpu0
-        app.stop()
-        done.set()
-    rate = len(latencies) / wall
-    ordered = sorted(latencies) or [0.0]
+def run_streams(clip: Path, model: ModelConfig, streams: int, fps: int, every: int, workers: int,
+                bound_fps: float) -> RunFigures:
+    sources = [
+        {"id": f"s{i}", "uri": f"file://{clip}", "realtime": False, "analyze_fps": fps / every}
+        for i in range(streams)
+    ]
+    latencies, monitor, _ = _run(_config(model, sources, workers), seconds=600)
+    rate = len(latencies) / monitor.wall
     return RunFigures(
         streams=streams,
         analyzed_fps=rate,
-        latency_p50_ms=1000 * statistics.median(ordered),
-        latency_p99_ms=1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-        cpu_percent=100 * cpu / wall / (os.cpu_count() or 1),
-        peak_rss_mib=peak[0],
+        latency_p50_ms=1000 * statistics.median(latencies or [0.0]),
+        latency_p99_ms=1000 * _percentile(latencies, 0.99),
+        cpu_percent=monitor.cpu_percent,
+        peak_rss_mib=monitor.peak_rss,
         efficiency=rate / bound_fps,
     )
 
 
+def run_soak(clip: Path, model: ModelConfig, streams: int, fps: int, every: int, workers: int,
+             seconds: float) -> dict[str, float]:
+    """Looped files for ``seconds``: resident memory after warm-up against the end."""
+    sources = [
+        {"id": f"s{i}", "uri": f"file://{clip}", "loop": True, "realtime": False, "analyze_fps": fps / every}
+        for i in range(streams)
+    ]
+    latencies, monitor, _ = _run(_config(model, sources, workers), seconds=seconds, rss_interval=1.0)
+    warm_up = min(60.0, seconds / 5)
+    after_warm_up = [mib for t, mib in monitor.rss if t >= warm_up]
+    start, end = after_warm_up[0], after_warm_up[-1]
+    return {
+        "seconds": monitor.wall, "streams": streams, "analyzed_fps": len(latencies) / monitor.wall,
+        "rss_after_warm_up_mib": start, "rss_end_mib": end, "rss_peak_mib": monitor.peak_rss,
+        "rss_growth_percent": 100 * (end - start) / start,
+    }
+
+
+def histogram_quantile(app: Appliance, family: str, q: float) -> float:
+    """Prometheus's histogram_quantile over all label sets of a histogram family."""
+    buckets: dict[float, float] = {}
+    for metric in app.metrics.registry.collect():
+        if metric.name != family:
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith("_bucket"):
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0.0
+    if total == 0:
+        return 0.0
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(buckets[bound] - below, 1e-12)
+        lower, below = bound, buckets[bound]
+    return lower
+
+
+def run_live(model: ModelConfig, workers: int, streams: int | None, seconds: float) -> dict[str, float]:
+    """RTSP cameras at real time, offered about twice what the machine can analyze:
+    the age of a frame when its analysis starts must stay bounded (stale frames dropped)."""
+    fps = 30
+    clip = ensure_clip(CACHE / "live-360p30.mp4", width=640, height=360, fps=fps, seconds=max(60, seconds + 30),
+                       noise=0.1, bitrate_kbps=1500, key_interval=fps)
+    costs = measure_costs(clip, model, every=1)
+    count = streams or min(16, math.ceil(2 * costs.bound_fps / fps))
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "appliance.rtsp_server", "--file", str(clip), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port)
+        sources = [{"id": f"cam{i}", "uri": f"rtsp://127.0.0.1:{port}/cam", "analyze_fps": fps} for i in range(count)]
+        latencies, monitor, app = _run(_config(model, sources, workers), seconds=seconds)
+    finally:
+        server.kill()
+        server.wait()
+    inference = histogram_quantile(app, "appliance_inference_latency_seconds", 0.5)
+    offered = count * fps
+    return {
+        "streams": count, "offered_fps": offered, "bound_fps": costs.bound_fps,
+        "analyzed_fps": len(latencies) / monitor.wall,
+        "frame_age_p50_ms": 1000 * histogram_quantile(app, "appliance_frame_age_seconds", 0.5),
+        "frame_age_p99_ms": 1000 * histogram_quantile(app, "appliance_frame_age_seconds", 0.99),
+        "inference_p50_ms": 1000 * inference,
+        "age_limit_ms": 1000 * (2 / fps + inference),
+        "cpu_percent": monitor.cpu_percent,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"the RTSP server did not listen on 127.0.0.1:{port}")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     fps = 30
-    clip = args.clip or ensure_clip(
-        CACHE / "bench-1080p30.mp4", width=1920, height=1080, fps=fps, seconds=10, noise=0.12,
-        bitrate_kbps=6000, key_interval=60,
-    )
     labels = args.model.with_suffix(".labels")
     model = ModelConfig.model_validate({
         "id": "bench", "onnx": str(args.model), "labels": str(labels),
         "input": {"width": args.input_size, "height": args.input_size}, "parser": "yolov8",
     })
-    print(f"clip {clip} (1080p{fps}), model {args.model.name} at {args.input_size}, "
-          f"analyzing 1 frame in {args.every}, {os.cpu_count()} cores, {args.workers} workers")
-    costs = measure_costs(clip, model, args.every, fps)
+    report: dict[str, Any] = {}
+    if args.live is not None:
+        live = run_live(model, args.workers, args.live or None, args.seconds)
+        report["live"] = live
+        print(f"live: {live['streams']} RTSP cameras at {fps} fps offer {live['offered_fps']:.0f} frames/s; "
+              f"the machine can analyze {live['bound_fps']:.0f}/s; analyzed {live['analyzed_fps']:.1f}/s")
+        print(f"frame age when analyzed: p50 {live['frame_age_p50_ms']:.1f} ms, p99 {live['frame_age_p99_ms']:.1f} ms "
+              f"(limit: 2 frame intervals + one inference = {live['age_limit_ms']:.1f} ms)")
+    clip = args.clip or ensure_clip(
+        CACHE / "bench-1080p30.mp4", width=1920, height=1080, fps=fps, seconds=10, noise=0.12,
+        bitrate_kbps=6000, key_interval=60,
+    )
+    if args.soak:
+        soak = run_soak(clip, model, 4, fps, args.every, args.workers, args.soak)
+        report["soak"] = soak
+        print(f"soak: 4 streams for {soak['seconds']:.0f} s at {soak['analyzed_fps']:.1f} analyzed/s; RSS "
+              f"{soak['rss_after_warm_up_mib']:.0f} MiB after warm-up, {soak['rss_end_mib']:.0f} MiB at the end "
+              f"({soak['rss_growth_percent']:+.1f} %)")
+    if args.live is None and not args.soak:
+        report.update(_throughput(args, clip, model, fps))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _throughput(args: argparse.Namespace, clip: Path, model: ModelConfig, fps: int) -> dict[str, Any]:
+    print(f"clip {clip.name}, model {args.model.name} at {args.input_size}, analyzing 1 frame in {args.every}, "
+          f"{os.cpu_count()} cores, {args.workers} workers")
+    costs = measure_costs(clip, model, args.every)
     print(f"measured alone (CPU ms per frame): decode {1000 * costs.decode:.2f}, "
           f"preprocess {1000 * costs.preprocess:.2f}, inference {1000 * costs.inference:.2f}; "
           f"compute bound {costs.bound_fps:.1f} analyzed frames/s")
-    header = f"{'streams':>7} {'analyzed/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU %':>6} {'RSS MiB':>8} {'efficiency':>10}"
-    print(header)
+    print(f"{'streams':>7} {'analyzed/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU %':>6} {'RSS MiB':>8} "
+          f"{'efficiency':>10}")
     figures = []
     for count in [int(n) for n in args.streams.split(",") if n.strip()]:
         f = run_streams(clip, model, count, fps, args.every, args.workers, costs.bound_fps)
         figures.append(f)
         print(f"{f.streams:>7} {f.analyzed_fps:>10.1f} {f.latency_p50_ms:>8.1f} {f.latency_p99_ms:>8.1f} "
               f"{f.cpu_percent:>6.0f} {f.peak_rss_mib:>8.0f} {f.efficiency:>10.2f}")
-    if args.json:
-        report: dict[str, Any] = {"costs": asdict(costs), "bound_fps": costs.bound_fps,
-                                  "runs": [asdict(f) for f in figures]}
-        args.json.write_text(json.dumps(report, indent=2))
-    return 0
+    return {"costs": asdict(costs), "bound_fps": costs.bound_fps, "runs": [asdict(f) for f in figures]}

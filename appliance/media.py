@@ -24,9 +24,9 @@ def make_clip(
 ) -> Path:
     """Encode ``seconds`` of ``videotestsrc pattern`` into an MP4 file (H.264, no B-frames).
 
-    ``noise`` (0..1) blends sensor-like noise over the pattern, so the clip costs
-    what a real camera stream costs to decode. Written to a temporary name and renamed, so a half-written clip is never mistaken
-    for a finished one.
+    ``noise`` (0..1) blends sensor-like noise over the pattern, so the clip costs what
+    a real camera stream costs to decode. Written to a temporary name and renamed, so
+    a half-written clip is never mistaken for a finished one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

@@ -17,7 +17,9 @@ from appliance import __version__
 
 log = logging.getLogger(__name__)
 
-LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+LATENCY_BUCKETS = (
+    0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0,
+)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
 
 
@@ -72,6 +74,13 @@ class ApplianceMetrics:
         self.frame_latency = Histogram(
             "appliance_frame_latency_seconds",
             "Time from a frame's arrival (decoded and scaled) to its result",
+            ["stream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.frame_age = Histogram(
+            "appliance_frame_age_seconds",
+            "Age of a frame (since it was decoded and scaled) when its analysis starts",
             ["stream"],
             buckets=LATENCY_BUCKETS,
             registry=r,

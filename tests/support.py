@@ -12,7 +12,6 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -15,9 +15,12 @@ How it localises:
    window (3 strides wide) and an outer window (5 strides wide), both centred on
    the anchor's cell;
 4. box centre = centroid, box size = 4 standard deviations (a disk's diameter),
-   from the outer window; score = ``min(mass / 16 px, 1) * (inner / outer)^4``,
-   so an anchor that sees the whole object (no mass between its inner and outer
-   window) scores highest and anchors that see only part of it fade out.
+   from the outer window; score = ``min(mass / 16 px, 1) * (inner / outer)^4 *
+   compactness``: an anchor that sees the whole object (no mass between its inner
+   and outer window) scores highest, anchors that see only part of it fade out,
+   and so do anchors whose window holds several objects apart (the mass fills
+   little of the box that spans them: ``compactness`` ramps from 0 at 40 % filled
+   to 1 at 60 %; a disk fills 79 %).
 
 Run ``python tools/make_blob_model.py [--output-dir DIR] [--size 320]``.
 """
@@ -38,6 +41,8 @@ CELL = 8  # moments are first summed over CELL x CELL pixel cells
 THRESHOLD = 0.5  # brightness (max of R, G, B in 0..1) where the mask starts
 FULL_MASS = 16.0  # mask mass (pixels) that earns a full score
 SHARPNESS = 4.0  # exponent on inner/outer mass: how fast partial views fade
+LOW_FILL, FULL_FILL = 0.4, 0.6  # mass / box area: a disk or a rectangle fills ~0.78, two
+# objects far apart in one window fill little (their box spans the gap between them)
 DEFAULT_LABELS = ("bright_object",)
 
 
@@ -76,6 +81,10 @@ def build_blob_model(path: str | Path, size: int = 320, labels: Sequence[str] = 
     four = const("four", 4.0)
     one = const("one", 1.0)
     sharp = const("sharpness", SHARPNESS)
+    full_mass = const("full_mass", FULL_MASS)
+    zero = const("zero", 0.0)
+    low_fill = const("low_fill", LOW_FILL)
+    fill_gain = const("fill_gain", 1.0 / (FULL_FILL - LOW_FILL))
 
     # 1. mask of bright pixels
     value = node("ReduceMax", ["images"], "value", axes=[1], keepdims=1)
@@ -111,27 +120,37 @@ def build_blob_model(path: str | Path, size: int = 320, labels: Sequence[str] = 
             sums[window] = names
         mass, sx, sy, sxx, syy = sums["outer"]
         inner_mass = sums["inner"][0]
-        m = mass
         p = f"s{stride}_"
-        denom = node("Add", [m, eps], p + "denom")
+        # centroid and spread (outer window)
+        denom = node("Add", [mass, eps], p + "denom")
         cx = node("Div", [sx, denom], p + "cx")
         cy = node("Div", [sy, denom], p + "cy")
-        var_x = node("Sub", [node("Div", [sxx, denom], p + "ex2"), node("Mul", [cx, cx], p + "cx2")], p + "var_x")
-        var_y = node("Sub", [node("Div", [syy, denom], p + "ey2"), node("Mul", [cy, cy], p + "cy2")], p + "var_y")
-        w = node("Mul", [node("Sqrt", [node("Add", [node("Relu", [var_x], p + "relu_vx"), tiny], p + "vx")], p + "sx"), four], p + "w")
-        h = node("Mul", [node("Sqrt", [node("Add", [node("Relu", [var_y], p + "relu_vy"), tiny], p + "vy")], p + "sy"), four], p + "h")
-        amount = node("Min", [node("Div", [mass, const(p + "full", FULL_MASS)], p + "mass_ratio"), one], p + "amount")
-        complete = node("Min", [node("Div", [inner_mass, node("Add", [mass, eps], p + "mass_eps")], p + "ratio"), one], p + "complete")
-        score = node("Mul", [amount, node("Pow", [complete, sharp], p + "complete_pow")], p + "score")
+        ex2 = node("Div", [sxx, denom], p + "ex2")
+        ey2 = node("Div", [syy, denom], p + "ey2")
+        var_x = node("Relu", [node("Sub", [ex2, node("Mul", [cx, cx], p + "cx2")], p + "var_x_raw")], p + "var_x")
+        var_y = node("Relu", [node("Sub", [ey2, node("Mul", [cy, cy], p + "cy2")], p + "var_y_raw")], p + "var_y")
+        std_x = node("Sqrt", [node("Add", [var_x, tiny], p + "var_x_eps")], p + "std_x")
+        std_y = node("Sqrt", [node("Add", [var_y, tiny], p + "var_y_eps")], p + "std_y")
+        w = node("Mul", [std_x, four], p + "w")
+        h = node("Mul", [std_y, four], p + "h")
+        # score = amount * complete^SHARPNESS * compact
+        amount = node("Min", [node("Div", [mass, full_mass], p + "mass_ratio"), one], p + "amount")
+        ratio = node("Div", [inner_mass, denom], p + "ratio")
+        complete = node("Pow", [node("Min", [ratio, one], p + "complete"), sharp], p + "complete_pow")
+        fill = node("Div", [mass, node("Add", [node("Mul", [w, h], p + "wh"), eps], p + "box_area")], p + "fill")
+        fill_scaled = node("Mul", [node("Sub", [fill, low_fill], p + "fill_over"), fill_gain], p + "fill_scaled")
+        compact = node("Clip", [fill_scaled, zero, one], p + "compact")
+        score = node("Mul", [node("Mul", [amount, complete], p + "seen"), compact], p + "score")
         grid = node("Concat", [cx, cy, w, h, score], p + "grid", axis=1)
         levels.append(node("Reshape", [grid, const(p + "shape", [0, 5, -1])], p + "anchors"))
     nodes.append(helper.make_node("Concat", levels, ["output0"], name="output0", axis=2))
 
+    anchors = sum((size // stride) ** 2 for stride in STRIDES)
     graph = helper.make_graph(
         nodes,
         "blobs",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", 5, sum((size // s) ** 2 for s in STRIDES)])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", 5, anchors])],
         inits,
     )
     model = helper.make_model(
@@ -141,7 +160,8 @@ def build_blob_model(path: str | Path, size: int = 320, labels: Sequence[str] = 
         doc_string="Bright objects on a dark background; YOLOv8 raw layout [N, 5, anchors], one class.",
     )
     model.ir_version = 8
-    helper.set_model_props(model, {"names": str({0: labels[0]}), "stride": str(max(STRIDES)), "imgsz": str([size, size])})
+    props = {"names": str({0: labels[0]}), "stride": str(max(STRIDES)), "imgsz": str([size, size])}
+    helper.set_model_props(model, props)
     onnx.checker.check_model(model, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

@@ -93,20 +93,22 @@ class Letterbox:
             raise ValueError(
                 f"image is {image.shape[1]}x{image.shape[0]}, letterbox expects {self.src_w}x{self.src_h}"
             )
-        pixels = image.reshape(self.src_h, self.src_w, -1).astype(np.float32)
-        rows = _area_weights(self.src_h, self.scaled_h)
-        cols = _area_weights(self.src_w, self.scaled_w)
-        scaled = np.einsum("ys,sxc->yxc", rows, pixels)
-        scaled = np.einsum("xs,ysc->yxc", cols, scaled)
+        pixels = image.reshape(self.src_h, self.src_w, -1)
+        scaled = _area_resize(_area_resize(pixels, 0, self.scaled_h), 1, self.scaled_w)
         out = np.zeros((self.dst_h, self.dst_w, pixels.shape[2]), dtype=np.float32)
         out[self.pad_y:self.pad_y + self.scaled_h, self.pad_x:self.pad_x + self.scaled_w] = scaled
         return out.reshape((self.dst_h, self.dst_w) + image.shape[2:])
 
 
-def _area_weights(src: int, dst: int) -> np.ndarray:
-    """``[dst, src]`` matrix: output pixel i averages the source pixels it covers."""
-    edges = np.arange(dst + 1, dtype=np.float64) * (src / dst)
-    lo, hi = edges[:-1, None], edges[1:, None]
-    pixel = np.arange(src, dtype=np.float64)[None, :]
-    overlap = np.clip(np.minimum(hi, pixel + 1.0) - np.maximum(lo, pixel), 0.0, None)
-    return (overlap / (src / dst)).astype(np.float32)
+def _area_resize(pixels: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Resize one axis to ``size`` by area averaging (each output pixel averages the
+    source span it covers), from the running sum: no loops, no matrices."""
+    count = pixels.shape[axis]
+    data = np.moveaxis(pixels, axis, 0).astype(np.float64)
+    running = np.concatenate([np.zeros((1,) + data.shape[1:]), np.cumsum(data, axis=0)])
+    edges = np.arange(size + 1, dtype=np.float64) * (count / size)
+    index = np.minimum(np.floor(edges).astype(np.intp), count - 1)
+    frac = (edges - index).reshape((-1,) + (1,) * (data.ndim - 1))
+    at_edges = running[index] + frac * data[index]  # running sum at fractional positions
+    out = (at_edges[1:] - at_edges[:-1]) * (size / count)
+    return np.moveaxis(out.astype(np.float32), 0, axis)

@@ -120,7 +120,7 @@ class OnnxRuntimeEngine:
                 chunk = np.concatenate([chunk, pad])
             outs = self._session.run(None, {self.input.name: chunk})
             parts.append([o[:used] for o in outs])
-        return [np.concatenate(group) for group in zip(*parts)]
+        return [np.concatenate(group) for group in zip(*parts, strict=True)]
 
     def close(self) -> None:
         self._session = None

@@ -145,11 +145,12 @@ class _YoloParser:
             keep = batched_nms(boxes, scores, classes, self.settings.iou, limit)
         else:
             keep = np.argsort(-scores, kind="stable")[:limit]
-        mapped = letterbox.to_source(boxes[keep])
+        mapped = letterbox.to_source(boxes[keep]).tolist()
+        kept_scores, kept_classes = scores[keep].tolist(), classes[keep].tolist()
         labels, name = self.labels, self.settings.model_name
         return [
             Detection(labels[c], s, (x1, y1, x2, y2), name)
-            for (x1, y1, x2, y2), s, c in zip(mapped.tolist(), scores[keep].tolist(), classes[keep].tolist())
+            for (x1, y1, x2, y2), s, c in zip(mapped, kept_scores, kept_classes, strict=True)
         ]
 
 
@@ -170,7 +171,7 @@ class YoloV8Parser(_YoloParser):
     def parse(self, outputs: list[np.ndarray], letterboxes: Sequence[Letterbox]) -> list[list[Detection]]:
         out = self._first_output(outputs, letterboxes)
         found: list[list[Detection]] = []
-        for pred, letterbox in zip(out, letterboxes):
+        for pred, letterbox in zip(out, letterboxes, strict=True):
             class_scores = pred[4:]  # [nc, A]
             classes = class_scores.argmax(axis=0)
             scores = np.take_along_axis(class_scores, classes[None, :], axis=0)[0]
@@ -193,7 +194,7 @@ class YoloV5Parser(_YoloParser):
         out = self._first_output(outputs, letterboxes)
         threshold = self.settings.confidence
         found: list[list[Detection]] = []
-        for pred, letterbox in zip(out, letterboxes):
+        for pred, letterbox in zip(out, letterboxes, strict=True):
             # obj * cls <= obj (probabilities), so anchors below threshold on obj alone go first.
             rows = pred[pred[:, 4] >= threshold]
             joint = rows[:, 5:] * rows[:, 4:5]
@@ -218,7 +219,7 @@ class YoloEnd2EndParser(_YoloParser):
     def parse(self, outputs: list[np.ndarray], letterboxes: Sequence[Letterbox]) -> list[list[Detection]]:
         out = self._first_output(outputs, letterboxes)
         found: list[list[Detection]] = []
-        for pred, letterbox in zip(out, letterboxes):
+        for pred, letterbox in zip(out, letterboxes, strict=True):
             rows = pred[pred[:, 4] >= self.settings.confidence]
             classes = np.rint(rows[:, 5]).astype(np.int64)
             bad = (classes < 0) | (classes >= self.num_classes)

@@ -129,6 +129,9 @@ class Batcher:
                         slot.busy = True
                         taken.append((slot, frame))
                 if taken:
+                    now = self._clock.monotonic()
+                    for _, frame in taken:
+                        self._metrics.frame_age.labels(frame.stream_id).observe(now - frame.arrived)
                     return taken
                 self._ready.wait(0.25)
             return []

@@ -67,6 +67,9 @@ def describe_pipeline(source: SourceConfig, size: InputSize) -> str:
         head = f'uridecodebin uri="{source.uri}" caps="video/x-raw(ANY)" expose-all-streams=false name=decode'
     max_rate = max(1, math.ceil(source.analyze_fps))
     sync = "true" if scheme == "file" and source.realtime else "false"
+    if not source.is_live and not source.realtime:
+        # Read as fast as possible: let decoding run ahead while a frame waits for the batcher.
+        head += " ! queue max-size-buffers=4 max-size-bytes=0 max-size-time=0"
     return (
         f"{head} ! videorate drop-only=true max-rate={max_rate} name=rate"
         f" ! videoscale add-borders=true name=scale ! videoconvert"

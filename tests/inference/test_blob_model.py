@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -16,10 +17,11 @@ from appliance.inference.parsers import make_parser
 from appliance.types import Detection
 
 FRAME_W, FRAME_H = 1280, 720
+Detect = Callable[[list[np.ndarray]], list[list[Detection]]]
 
 
 @pytest.fixture(scope="module")
-def detect(blob_tool: ModuleType, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def detect(blob_tool: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Detect:
     path = blob_tool.build_blob_model(tmp_path_factory.mktemp("blobs") / "blobs.onnx")
     config = ModelConfig.model_validate({
         "id": "blobs", "onnx": str(path), "labels": str(path.with_suffix(".labels")),
@@ -68,7 +70,7 @@ def test_repo_model_was_generated() -> None:
     ("cx", "cy", "r"),
     [(700, 300, 60), (100, 650, 20), (640, 360, 200), (1000, 150, 35), (333, 444, 12)],
 )
-def test_finds_a_white_disk(detect, cx: float, cy: float, r: float) -> None:  # noqa: ANN001
+def test_finds_a_white_disk(detect: Detect, cx: float, cy: float, r: float) -> None:
     [found] = detect([_disks([(cx, cy, r)])])
     assert len(found) == 1, found
     det = found[0]
@@ -78,7 +80,7 @@ def test_finds_a_white_disk(detect, cx: float, cy: float, r: float) -> None:  # 
     np.testing.assert_allclose(det.box, (cx - r, cy - r, cx + r, cy + r), atol=tolerance)
 
 
-def test_finds_each_disk_and_nothing_on_black(detect) -> None:  # noqa: ANN001
+def test_finds_each_disk_and_nothing_on_black(detect: Detect) -> None:
     disks = [(200, 200, 40), (900, 500, 40), (1100, 150, 25)]
     found = detect([_disks(disks), np.zeros((FRAME_H, FRAME_W, 3), np.uint8), _disks([(640, 360, 30)], (255, 40, 40))])
     assert len(found) == 3
@@ -91,7 +93,7 @@ def test_finds_each_disk_and_nothing_on_black(detect) -> None:  # noqa: ANN001
     np.testing.assert_allclose(red.box, (610, 330, 670, 390), atol=4.0)
 
 
-def test_disk_cut_by_the_frame_edge(detect) -> None:  # noqa: ANN001
+def test_disk_cut_by_the_frame_edge(detect: Detect) -> None:
     [found] = detect([_disks([(1250, 300, 80)])])
     assert len(found) == 1
     x1, y1, x2, y2 = found[0].box

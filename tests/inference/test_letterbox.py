@@ -25,7 +25,9 @@ MEASURED = {
 
 
 @pytest.mark.parametrize(("sizes", "placed"), MEASURED.items())
-def test_compute_matches_measured_videoscale(sizes: tuple[int, int, int, int], placed: tuple[int, int, int, int]) -> None:
+def test_compute_matches_measured_videoscale(
+    sizes: tuple[int, int, int, int], placed: tuple[int, int, int, int]
+) -> None:
     lb = Letterbox.compute(*sizes)
     assert (lb.pad_x, lb.pad_y, lb.scaled_w, lb.scaled_h) == placed
     assert (lb.src_w, lb.src_h, lb.dst_w, lb.dst_h) == sizes

@@ -17,7 +17,6 @@ from appliance.inference.letterbox import Letterbox
 from appliance.inference.onnx_engine import OnnxRuntimeEngine
 from appliance.inference.parsers import make_parser
 from appliance.types import Detection
-
 from tests.inference.onnx_models import model_config, switch_model
 
 LABELS = ["cat", "dog", "bird"]
@@ -27,7 +26,7 @@ Frames = Callable[..., np.ndarray]
 
 def _same(found: list[Detection], expected: list[tuple[str, float, tuple[float, float, float, float]]]) -> None:
     assert [(d.label, d.model) for d in found] == [(label, "test-model") for label, _, _ in expected]
-    for det, (_, score, box) in zip(found, expected):
+    for det, (_, score, box) in zip(found, expected, strict=True):
         assert det.confidence == pytest.approx(score, abs=1e-6)
         assert det.box == pytest.approx(box, abs=1e-3)
         assert all(isinstance(v, float) for v in det.box) and isinstance(det.confidence, float)

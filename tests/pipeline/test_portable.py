@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from appliance.app import Appliance
 from appliance.config.schema import ApplianceConfig
 from tests.support import free_port, metric, scrape
