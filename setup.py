@@ -15,7 +15,15 @@ setup(
     ],
     extras_require={
         "jetson": ["tensorrt", "pycuda"],
-        "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "onnx>=1.15", "ruff>=0.4"],
+        # Tests, and the tools that generate scenes and train the demo models.
+        "dev": [
+            "pytest>=7.4",
+            "pytest-timeout>=2.2",
+            "onnx>=1.15",
+            "ruff>=0.4",
+            "opencv-python-headless>=4.8",
+            "torch==2.13.0",
+        ],
     },
     entry_points={"console_scripts": ["appliance=appliance.cli:main"]},
 )

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from appliance.config.schema import LOC_SUFFIX, ApplianceConfig
+from appliance.config.schema import LOC_SUFFIX, ApplianceConfig, duplicate_id_reason, find_duplicate_ids
 
 TOP = "(top)"
 FILE = "(file)"
@@ -97,6 +97,9 @@ def load_config(path: str | Path) -> ApplianceConfig:
         config = ApplianceConfig.model_validate(data, context={"base_dir": path.parent})
     except ValidationError as exc:
         problems.extend(_validation_problems(file, exc, data, lines))
+        # A list whose items failed never reaches its duplicate-id check: look at the raw ids.
+        reported = {p.path for p in problems}
+        problems.extend(p for p in _raw_duplicate_ids(file, data, lines) if p.path not in reported)
     except Exception as exc:  # noqa: BLE001 - a validator bug must still read as a problem
         problems.append(
             ConfigProblem(file, root_line, TOP, f"could not validate: {type(exc).__name__}: {exc}")
@@ -115,6 +118,25 @@ def validate_files(paths: Iterable[str | Path]) -> list[ConfigProblem]:
         except ConfigError as exc:
             problems.extend(exc.problems)
     return problems
+
+
+def _raw_duplicate_ids(file: str, data: Any, lines: dict[KeyPath, int]) -> list[ConfigProblem]:
+    found: list[ConfigProblem] = []
+    if not isinstance(data, dict):
+        return found
+    for field, what in (("sources", "source"), ("models", "model")):
+        items = data.get(field)
+        if not isinstance(items, list):
+            continue
+        ids = [item.get("id") if isinstance(item, dict) else None for item in items]
+        for position, ident, first in find_duplicate_ids(ids):
+            if ident is None:
+                continue
+            key = (field, str(position), "id")
+            found.append(ConfigProblem(
+                file, _line(lines, key), _dotted(key), duplicate_id_reason(what, ident, field, first)
+            ))
+    return found
 
 
 # --- YAML ------------------------------------------------------------------------------

@@ -269,17 +269,23 @@ class ApplianceConfig(Strict):
         return [m for m in self.models if m.id in wanted]
 
 
-def _refuse_duplicates(ids: list[str], what: str, field: str) -> None:
-    """Refuse the first id used twice; the error points at ``<position>.id``."""
-    first: dict[str, int] = {}
+def find_duplicate_ids(ids: list[object]) -> list[tuple[int, object, int]]:
+    """``(position, id, first position)`` of every id used again."""
+    first: dict[object, int] = {}
+    found = []
     for position, ident in enumerate(ids):
         if ident in first:
-            raise error_at(
-                (position, "id"),
-                "duplicate_id",
-                "duplicate {what} id '{ident}' (already used by {first})",
-                what=what,
-                ident=ident,
-                first=f"{field}.{first[ident]}",
-            )
-        first[ident] = position
+            found.append((position, ident, first[ident]))
+        else:
+            first[ident] = position
+    return found
+
+
+def duplicate_id_reason(what: str, ident: object, field: str, first: int) -> str:
+    return f"duplicate {what} id '{ident}' (already used by {field}.{first})"
+
+
+def _refuse_duplicates(ids: list[str], what: str, field: str) -> None:
+    """Refuse the first id used twice; the error points at ``<position>.id``."""
+    for position, ident, first in find_duplicate_ids(list(ids))[:1]:
+        raise error_at((position, "id"), "duplicate_id", duplicate_id_reason(what, ident, field, first))

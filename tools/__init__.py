@@ -1,0 +1,1 @@
+"""Project tools: scene generators, demo model training, media, benchmarks."""
