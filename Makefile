@@ -33,6 +33,7 @@ $(VENV)/.installed: setup.py
 	@touch $@
 
 demo: setup
+	$(PY) tools/make_demo_media.py
 	$(VENV)/bin/appliance run -c pipelines/demo.yaml
 
 test: setup
