@@ -12,6 +12,7 @@ setup(
         "pydantic>=2.5,<3",
         "PyYAML>=6.0",
         "prometheus-client>=0.19",
+        "scipy>=1.10",
     ],
     extras_require={
         "jetson": ["tensorrt", "pycuda"],

@@ -1,0 +1,1 @@
+"""Analytics: zones, lines and the rules that turn tracks into events."""

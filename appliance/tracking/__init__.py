@@ -1,0 +1,1 @@
+"""Portable multi-object tracking (nvtracker does it under DeepStream)."""
