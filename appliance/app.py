@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 
+from appliance.analytics.assembly import analytics_for
 from appliance.clock import Clock, SystemClock
 from appliance.config.schema import ApplianceConfig
 from appliance.events.factory import EventFactory
+from appliance.events.snapshots import SnapshotStore, SourceImage
 from appliance.inference.onnx_engine import load_engine
 from appliance.jsonl import JsonlWriter
 from appliance.metrics import ApplianceMetrics, MetricsServer
@@ -43,6 +45,14 @@ class Appliance:
         self._observe_result = on_result
         self._tally: dict[str, tuple[int, int]] = {}  # stream -> (frames, detections) since the last summary
         self._tally_lock = threading.Lock()
+        shots = config.events.snapshots
+        self.snapshots = (
+            SnapshotStore(shots.directory, shots.max_count, shots.max_age_h * 3600) if shots.directory else None
+        )
+        self.analytics = {
+            s.id: analytics_for(config, s, self.events, self._on_event, self.metrics, self.snapshots)
+            for s in config.sources
+        }
         choice = choose_backend(config.backend)
         log.info("backend: %s (%s)", choice.name, choice.reason)
         self.backend = PortableBackend(
@@ -92,22 +102,29 @@ class Appliance:
 
     def stop(self) -> None:
         self.backend.stop()
+        for analytics in self.analytics.values():
+            analytics.close()
+        if self.snapshots is not None:
+            self.snapshots.close()
         if self._server is not None:
             self._server.stop()
         for writer in (self._results, self._event_log):
             if writer is not None:
                 writer.close()
 
-    def _on_result(self, result: FrameResult) -> None:
+    def _on_result(self, result: FrameResult, image: SourceImage | None = None) -> None:
+        """Called by the batcher, in frame order for each stream."""
+        self.analytics[result.stream_id].process(result, image)
         with self._tally_lock:
             frames, detections = self._tally.get(result.stream_id, (0, 0))
             self._tally[result.stream_id] = (frames + 1, detections + len(result.detections))
         if self._results is not None:
             self._results.write(result.to_json())
         if self._observe_result is not None:
-            self._observe_result(result)
+            self._observe_result(result, image)
 
     def _on_event(self, event: Event) -> None:
+        self.metrics.events.labels(event.kind, event.phase, event.severity).inc()
         log.info("event %s %s stream=%s %s", event.kind, event.phase, event.stream_id, event.attributes)
         if self._event_log is not None:
             self._event_log.write(event.to_json())

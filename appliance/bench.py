@@ -209,7 +209,7 @@ def _run(config: ApplianceConfig, seconds: float, rss_interval: float = 0.25) ->
     """Runs the appliance; returns each result's decode-to-result latency and the monitor."""
     latencies: list[float] = []
 
-    def on_result(result: FrameResult) -> None:
+    def on_result(result: FrameResult, image: object = None) -> None:
         latencies.append(time.time() - result.wall_time)
 
     app = Appliance(config, on_result=on_result)

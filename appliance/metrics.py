@@ -89,6 +89,18 @@ class ApplianceMetrics:
             "appliance_detections", "Detections per stream and label", ["stream", "label"], registry=r
         )
 
+        self.events = Counter(
+            "appliance_events", "Events emitted, by kind, phase and severity", ["kind", "phase", "severity"], registry=r
+        )
+        self.parts_inspected = Counter(
+            "appliance_parts_inspected", "Parts counted at an inspection line, ok or defective",
+            ["stream", "line", "result"], registry=r,
+        )
+        self.defect_rate = Gauge(
+            "appliance_defect_rate_ratio", "Defective fraction of the recent parts at an inspection line",
+            ["stream", "line"], registry=r,
+        )
+
     def declare_stream(self, stream: str) -> None:
         """Make a stream's series exist from start-up (a stream that never worked shows up 0)."""
         for family in (self.frames_decoded, self.frames_analyzed, self.frames_dropped,

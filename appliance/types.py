@@ -59,7 +59,16 @@ class FrameResult:
                 }
                 for d in self.detections
             ],
-            "tracks": [asdict(t) for t in self.tracks],
+            "tracks": [
+                {
+                    "track_id": t.track_id,
+                    "label": t.label,
+                    "confidence": round(t.confidence, 4),
+                    "box": [round(v, 1) for v in t.box],
+                    "age_frames": t.age_frames,
+                }
+                for t in self.tracks
+            ],
         }
 
 

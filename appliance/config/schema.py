@@ -13,8 +13,6 @@ from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -22,7 +20,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+from appliance.config.base import Identifier, Strict
+
 UseCase = Literal["defects", "ppe", "animals"]
 SOURCE_SCHEMES = ("rtsp", "rtsps", "file", "v4l2", "test")
 TEST_PATTERNS = (
@@ -44,10 +43,6 @@ def error_at(
 ) -> PydanticCustomError:
     """A validation error that points at ``suffix`` below the raising validator."""
     return PydanticCustomError(error_type, template, {**context, LOC_SUFFIX: suffix})
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def resolve_path(value: str | Path, info: ValidationInfo) -> Path:
@@ -113,6 +108,29 @@ class ZoneConfig(Strict):
     normalized: bool = True
 
 
+class LineConfig(Strict):
+    """A counting line; crossing it from its right to its left (looking from the
+    first point to the second) is direction +1."""
+
+    id: Identifier
+    points: Annotated[list[tuple[float, float]], Field(min_length=2, max_length=2)]
+    normalized: bool = True
+
+
+class TrackerConfig(Strict):
+    high_confidence: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    low_confidence: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    new_track_confidence: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
+    match_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
+    low_match_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    max_lost_s: Annotated[float, Field(gt=0.0, le=600.0)] = 2.0
+    label_groups: list[list[str]] = []
+
+
+class RulesConfig(Strict):
+    tracker: TrackerConfig = TrackerConfig()
+
+
 class ReconnectConfig(Strict):
     """Backoff for a failed source: initial, doubling, capped; stall = no frame for that long."""
 
@@ -136,6 +154,8 @@ class SourceConfig(Strict):
     models: list[Identifier] | None = None
     use_cases: list[UseCase] = []
     zones: list[ZoneConfig] = []
+    lines: list[LineConfig] = []
+    rules: RulesConfig = RulesConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
 
     @field_validator("uri")
@@ -195,8 +215,22 @@ class ResultsConfig(Strict):
         return None if value is None else resolve_path(value, info)
 
 
+class SnapshotConfig(Strict):
+    """JPEG evidence for start events: the frame with the box drawn, and a crop."""
+
+    directory: Path | None = None
+    max_count: Annotated[int, Field(ge=1)] = 1000
+    max_age_h: Annotated[float, Field(gt=0)] = 168.0
+
+    @field_validator("directory")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else resolve_path(value, info)
+
+
 class EventsConfig(Strict):
     jsonl: Path | None = None
+    snapshots: SnapshotConfig = SnapshotConfig()
 
     @field_validator("jsonl")
     @classmethod

@@ -36,10 +36,11 @@ class EventFactory:
         ended_at: float | None = None,
         severity: str = "info",
         attributes: dict[str, Any] | None = None,
+        event_id: str | None = None,
         **fields: Any,
     ) -> Event:
         return Event(
-            id=self.next_id(),
+            id=event_id or self.next_id(),
             kind=kind,
             phase=phase,
             stream_id=stream_id,

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from appliance.types import Detection, FrameResult
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[ModelConfig], Engine]
-ResultSink = Callable[[FrameResult], None]
+ResultSink = Callable[[FrameResult, Any], None]  # the result and its source image (or None)
 
 
 @lru_cache(maxsize=256)
@@ -177,4 +178,4 @@ class Batcher:
             self._metrics.frame_latency.labels(frame.stream_id).observe(self._clock.monotonic() - frame.arrived)
             for det in result.detections:
                 self._metrics.detections.labels(frame.stream_id, det.label).inc()
-            self._on_result(result)
+            self._on_result(result, frame.image)

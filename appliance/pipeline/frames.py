@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,6 +27,7 @@ class Frame:
     width: int  # source frame size, before letterboxing
     height: int
     pixels: PixelSource
+    image: Any = None  # the frame at source resolution (a SourceImage), for event snapshots
 
 
 class ArrayPixels:

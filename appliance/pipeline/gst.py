@@ -5,8 +5,9 @@ from __future__ import annotations
 import gi
 
 gi.require_version("Gst", "1.0")
-from gi.repository import Gst  # noqa: E402
+gi.require_version("GstVideo", "1.0")
+from gi.repository import Gst, GstVideo  # noqa: E402
 
 Gst.init(None)
 
-__all__ = ["Gst"]
+__all__ = ["Gst", "GstVideo"]

@@ -22,6 +22,7 @@ import numpy as np
 from appliance.clock import Clock
 from appliance.config.schema import SourceConfig
 from appliance.events.factory import EventFactory
+from appliance.events.snapshots import SourceImage
 from appliance.metrics import ApplianceMetrics
 from appliance.pipeline.backoff import Backoff
 from appliance.pipeline.frames import Frame, FrameSlot
@@ -143,6 +144,7 @@ class CameraStream:
         self._next_due_pts = 0
         self._period_ns = int(1e9 / config.analyze_fps)
         self._outage: Event | None = None  # the open stream.down event
+        self._source_image: SourceImage | None = None
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -163,6 +165,7 @@ class CameraStream:
         if decode is not None:
             decode.connect("source-setup", _configure_network_source)
         pipeline.get_by_name("sink").connect("new-sample", self._on_sample)
+        self._rate.get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, self._keep_source_frame)
         self._last_pts = -1
         self._next_due_pts = 0
         if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
@@ -188,6 +191,12 @@ class CameraStream:
 
     # -- the streaming thread -------------------------------------------------------------
 
+    def _keep_source_frame(self, pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+        """Holds (a reference to, no copy of) the full-resolution frame that is being
+        letterboxed, so that events about it can carry a snapshot."""
+        self._source_image = SourceImage(info.get_buffer(), pad.get_current_caps())
+        return Gst.PadProbeReturn.OK
+
     def _on_sample(self, sink: Gst.Element) -> Gst.FlowReturn:
         sample = sink.emit("pull-sample")
         if sample is None:
@@ -212,6 +221,7 @@ class CameraStream:
             width=width,
             height=height,
             pixels=SamplePixels(sample, self.size.width, self.size.height),
+            image=self._source_image,
         )
         self.slot.put(frame)
         return Gst.FlowReturn.OK

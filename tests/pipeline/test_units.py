@@ -143,7 +143,7 @@ def test_batcher_batches_streams_and_maps_boxes_to_source_pixels(model_config):
         engines.append(ScriptedEngine(model))
         return engines[-1]
 
-    def on_result(result: FrameResult) -> None:
+    def on_result(result: FrameResult, image: object) -> None:
         results.append(result)
         if len(results) == 6:
             done.set()
@@ -175,7 +175,7 @@ def test_one_stream_is_analyzed_in_frame_order_by_many_workers(model_config):
     ready = threading.Condition()
     slot = FrameSlot("cam", wait_when_full=True, ready=ready)
     results: list[int] = []
-    batcher = Batcher([slot], {"cam": ["m"]}, [model_config], ScriptedEngine, lambda r: results.append(r.frame_number),
+    batcher = Batcher([slot], {"cam": ["m"]}, [model_config], ScriptedEngine, lambda r, _: results.append(r.frame_number),
                       ApplianceMetrics(), ManualClock(), ready, workers=3)
     batcher.start()
     for n in range(40):

@@ -1,0 +1,69 @@
+"""What a rule sees each analyzed frame, and what it reports.
+
+Rules work in stream time (seconds of the stream's timestamps), which keeps grace
+times right whether a file is read in real time or as fast as possible, and lets
+tests drive them frame by frame without sleeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from appliance.analytics.geometry import Line, Zone
+from appliance.analytics.lifecycle import Timing
+from appliance.config.base import Strict
+from appliance.types import Box, FrameResult, Track
+
+
+class TimingSettings(Strict):
+    """Grace before an event starts, hysteresis before it ends, optional updates."""
+
+    start_after_s: float = 2.0
+    end_after_s: float = 1.0
+    update_every_s: float | None = None
+
+    def timing(self) -> Timing:
+        return Timing(self.start_after_s, self.end_after_s, self.update_every_s)
+
+
+@dataclass
+class FrameView:
+    result: FrameResult  # with its tracks filled in
+    t: float  # stream time, seconds
+    zones: dict[str, Zone]
+    lines: dict[str, Line]
+
+    @property
+    def tracks(self) -> list[Track]:
+        return self.result.tracks
+
+    def track_boxes(self) -> np.ndarray:
+        return np.array([t.box for t in self.result.tracks], dtype=np.float64).reshape(-1, 4)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An event as a rule reports it; the stream turns it into an ``Event``."""
+
+    kind: str
+    phase: str  # start | update | end
+    began: float  # stream time the situation began
+    ended: float | None = None  # stream time it ended (end phase, or point events)
+    track_id: int | None = None
+    severity: str = "warning"
+    confidence: float | None = None
+    zone: str | None = None
+    box: Box | None = None  # where to look, for the snapshot
+    attributes: dict[str, Any] = field(default_factory=dict)
+    episode: str | None = None  # a stable key: start, updates and end of one situation share it
+
+
+class Rules(Protocol):
+    def observe(self, view: FrameView) -> list[Finding]: ...
+
+    def close(self) -> list[Finding]:
+        """End whatever is open (the stream stopped, or its time started again)."""
+        ...

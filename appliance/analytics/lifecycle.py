@@ -1,0 +1,82 @@
+"""Episodes: one real situation makes one event (start, optional updates, end).
+
+A condition (a person without a mask, smoke in view) is reported only after it
+held for ``start_after_s`` (grace, confirmation) and ends only after it was
+absent for ``end_after_s`` (hysteresis): a detector that flickers for a frame
+neither starts nor ends anything. Times are stream seconds, given by the caller,
+so rules are tested without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Timing:
+    start_after_s: float = 0.0
+    end_after_s: float = 1.0
+    update_every_s: float | None = None
+
+
+@dataclass
+class Episode:
+    key: Hashable
+    began: float  # when the condition was first seen (the event's start time)
+    last_seen: float
+    payload: dict[str, Any] = field(default_factory=dict)
+    started: bool = False
+    last_reported: float = 0.0
+    peak_confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class Transition:
+    phase: str  # start | update | end
+    episode: Episode
+    at: float  # stream time of the transition
+
+
+class EpisodeTracker:
+    def __init__(self, timing: Timing) -> None:
+        self.timing = timing
+        self._open: dict[Hashable, Episode] = {}
+
+    @property
+    def open(self) -> Mapping[Hashable, Episode]:
+        return self._open
+
+    def step(self, t: float, active: Mapping[Hashable, dict[str, Any]],
+             confidence: Mapping[Hashable, float] | None = None) -> list[Transition]:
+        """Feeds one frame: the conditions that hold now (key → payload)."""
+        timing = self.timing
+        out: list[Transition] = []
+        for key, payload in active.items():
+            episode = self._open.get(key)
+            if episode is None:
+                episode = self._open[key] = Episode(key, t, t)
+            episode.last_seen = t
+            episode.payload = payload
+            if confidence is not None:
+                episode.peak_confidence = max(episode.peak_confidence, confidence.get(key, 0.0))
+            if not episode.started:
+                if t - episode.began >= timing.start_after_s:
+                    episode.started = True
+                    episode.last_reported = t
+                    out.append(Transition("start", episode, t))
+            elif timing.update_every_s is not None and t - episode.last_reported >= timing.update_every_s:
+                episode.last_reported = t
+                out.append(Transition("update", episode, t))
+        for key in [k for k, e in self._open.items() if k not in active and t - e.last_seen >= timing.end_after_s]:
+            episode = self._open.pop(key)
+            if episode.started:
+                out.append(Transition("end", episode, episode.last_seen))
+        return out
+
+    def close_all(self) -> list[Transition]:
+        """Ends every open episode (the stream stopped or its time restarted)."""
+        out = [Transition("end", e, e.last_seen) for e in self._open.values() if e.started]
+        self._open.clear()
+        return out

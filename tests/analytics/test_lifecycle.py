@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from appliance.analytics.lifecycle import EpisodeTracker, Timing
+
+
+def run(tracker: EpisodeTracker, frames: list[tuple[float, bool]]) -> list[tuple[str, float, float]]:
+    out = []
+    for t, active in frames:
+        for tr in tracker.step(t, {"k": {}} if active else {}):
+            out.append((tr.phase, tr.episode.began, tr.at))
+    return out
+
+
+def frames(seconds: float, active, fps: float = 5) -> list[tuple[float, bool]]:
+    return [(i / fps, active(i / fps)) for i in range(int(seconds * fps))]
+
+
+def test_start_waits_for_the_grace_time_and_dates_back_to_the_beginning():
+    tracker = EpisodeTracker(Timing(start_after_s=2.0, end_after_s=1.0))
+    out = run(tracker, frames(10, lambda t: 3 <= t < 7))
+    assert out == [("start", 3.0, 5.0), ("end", 3.0, 6.8)]
+
+
+def test_a_short_blip_starts_nothing():
+    tracker = EpisodeTracker(Timing(start_after_s=2.0, end_after_s=1.0))
+    assert run(tracker, frames(10, lambda t: 3 <= t < 4)) == []
+
+
+def test_flicker_inside_the_hysteresis_makes_one_event():
+    tracker = EpisodeTracker(Timing(start_after_s=1.0, end_after_s=1.5))
+    # detected, with one-frame and 0.8 s gaps
+    out = run(tracker, frames(12, lambda t: 1 <= t < 9 and not (3.0 <= t < 3.2) and not (5 <= t < 5.8)))
+    assert [phase for phase, _, _ in out] == ["start", "end"]
+
+
+def test_updates_come_at_their_interval_and_close_all_ends_open_episodes():
+    tracker = EpisodeTracker(Timing(start_after_s=0.0, end_after_s=1.0, update_every_s=2.0))
+    out = run(tracker, frames(7, lambda t: t >= 1))
+    assert [p for p, _, _ in out] == ["start", "update", "update"]
+    ends = tracker.close_all()
+    assert [(e.phase, e.episode.began) for e in ends] == [("end", 1.0)]
+    assert tracker.open == {}
