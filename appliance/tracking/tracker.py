@@ -97,7 +97,8 @@ class Tracker:
 
         def associate(track_idx: np.ndarray, det_idx: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
             iou = iou_matrix(predicted[track_idx], boxes[det_idx])
-            iou = np.where(self._same_group([self._labels[t] for t in track_idx], [labels[d] for d in det_idx]), iou, 0.0)
+            same = self._same_group([self._labels[t] for t in track_idx], [labels[d] for d in det_idx])
+            iou = np.where(same, iou, 0.0)
             pairs, free_tracks, free_dets = _match(iou, threshold)
             for i, j in pairs:
                 matches[int(track_idx[i])] = int(det_idx[j])

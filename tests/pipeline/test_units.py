@@ -175,8 +175,8 @@ def test_one_stream_is_analyzed_in_frame_order_by_many_workers(model_config):
     ready = threading.Condition()
     slot = FrameSlot("cam", wait_when_full=True, ready=ready)
     results: list[int] = []
-    batcher = Batcher([slot], {"cam": ["m"]}, [model_config], ScriptedEngine, lambda r, _: results.append(r.frame_number),
-                      ApplianceMetrics(), ManualClock(), ready, workers=3)
+    batcher = Batcher([slot], {"cam": ["m"]}, [model_config], ScriptedEngine,
+                      lambda r, _: results.append(r.frame_number), ApplianceMetrics(), ManualClock(), ready, workers=3)
     batcher.start()
     for n in range(40):
         slot.put(frame("cam", n, np.zeros((64, 64, 3), np.uint8)))
