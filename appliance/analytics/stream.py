@@ -90,6 +90,7 @@ class StreamAnalytics:
                 snapshot = self._snapshots.schedule(event_id, image, f.box)
             attributes = dict(f.attributes)
             attributes["stream_time_s"] = round(f.began, 3)
+            attributes["stream_reported_s"] = round(t, 3)
             if f.ended is not None:
                 attributes["stream_end_s"] = round(f.ended, 3)
             if f.box is not None:
