@@ -1,6 +1,12 @@
-"""A ByteTrack-style tracker: Kalman motion, IoU association with scipy's assignment
+"""A ByteTrack-style tracker: Kalman motion, association with scipy's assignment
 solver, high-confidence detections first, then low-confidence ones to keep tracks
 alive through partial occlusion.
+
+Association scores a track against a detection by IoU with the track's predicted
+box, or, when they do not overlap, by how close their centres are (within
+``match_distance`` box diagonals): at a few analyzed frames per second a part on
+a fast conveyor moves its own width between frames, before the Kalman filter
+knows its velocity.
 
 Labels that may change on one object (a rodent that rears) are grouped so that
 the track survives the change; the track's label is its latest detection's.
@@ -23,7 +29,8 @@ class TrackerSettings:
     high_confidence: float = 0.5  # detections that may start and first-match tracks
     low_confidence: float = 0.1  # second-chance detections
     new_track_confidence: float = 0.6
-    match_iou: float = 0.2  # first association: IoU at least this
+    match_iou: float = 0.2  # first association: IoU at least this …
+    match_distance: float = 1.0  # … or centres this many box diagonals apart at most
     low_match_iou: float = 0.5
     max_lost_frames: int = 30  # a lost track is kept this many analyzed frames
     label_groups: tuple[tuple[str, ...], ...] = ()
@@ -42,17 +49,17 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def _match(iou: np.ndarray, threshold: float) -> tuple[list[tuple[int, int]], set[int], set[int]]:
-    """Optimal pairs with IoU ≥ threshold; the unmatched rows and columns."""
-    rows, cols = set(range(iou.shape[0])), set(range(iou.shape[1]))
-    if iou.size == 0:
-        return [], rows, cols
-    r, c = linear_sum_assignment(-iou)
-    pairs = [(i, j) for i, j in zip(r, c) if iou[i, j] >= threshold]
-    for i, j in pairs:
-        rows.discard(i)
-        cols.discard(j)
-    return pairs, rows, cols
+def closeness(a: np.ndarray, b: np.ndarray, reach: float) -> np.ndarray:
+    """1 at the same centre, falling to 0 at ``reach`` times the mean box diagonal."""
+    if len(a) == 0 or len(b) == 0 or reach <= 0:
+        return np.zeros((len(a), len(b)))
+    ca = (a[:, :2] + a[:, 2:]) / 2
+    cb = (b[:, :2] + b[:, 2:]) / 2
+    distance = np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2)
+    diag_a = np.linalg.norm(a[:, 2:] - a[:, :2], axis=1)
+    diag_b = np.linalg.norm(b[:, 2:] - b[:, :2], axis=1)
+    scale = reach * (diag_a[:, None] + diag_b[None, :]) / 2
+    return np.clip(1 - distance / np.maximum(scale, 1e-9), 0, None)
 
 
 class Tracker:
@@ -60,99 +67,107 @@ class Tracker:
 
     def __init__(self, settings: TrackerSettings | None = None) -> None:
         self.settings = settings or TrackerSettings()
-        self._group = {label: index for index, group in enumerate(self.settings.label_groups) for label in group}
+        self._group_codes: dict[str, int] = {}
+        for group in self.settings.label_groups:
+            code = len(self._group_codes)
+            for label in group:
+                self._group_codes[label] = code
         self._next_id = 1
         self._mean = np.zeros((0, 8))
         self._cov = np.zeros((0, 8, 8))
-        self._ids: list[int] = []
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._groups = np.zeros(0, dtype=np.int64)
         self._labels: list[str] = []
-        self._confidences: list[float] = []
-        self._ages: list[int] = []
-        self._lost: list[int] = []  # frames since last matched
+        self._confidences = np.zeros(0)
+        self._ages = np.zeros(0, dtype=np.int64)
+        self._lost = np.zeros(0, dtype=np.int64)  # frames since last matched
 
-    def _group_of(self, label: str) -> object:
-        return self._group.get(label, label)
-
-    def _same_group(self, track_labels: Sequence[str], det_labels: Sequence[str]) -> np.ndarray:
-        t = np.array([hash(self._group_of(label)) for label in track_labels])
-        d = np.array([hash(self._group_of(label)) for label in det_labels])
-        if len(t) == 0 or len(d) == 0:
-            return np.zeros((len(t), len(d)), dtype=bool)
-        return t[:, None] == d[None, :]
+    def _group(self, label: str) -> int:
+        code = self._group_codes.get(label)
+        if code is None:
+            code = self._group_codes[label] = len(self._group_codes) + 1_000_000
+        return code
 
     def update(self, detections: Sequence[Detection]) -> list[Track]:
         """Advances one analyzed frame; returns the tracks matched in it."""
         s = self.settings
-        if len(self._ids):
+        count = len(self._ids)
+        if count:
             self._mean, self._cov = kalman.predict(self._mean, self._cov)
         boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
-        scores = np.array([d.confidence for d in detections])
+        scores = np.array([d.confidence for d in detections], dtype=np.float64)
         labels = [d.label for d in detections]
+        groups = np.array([self._group(label) for label in labels], dtype=np.int64)
+        predicted = kalman.states_to_boxes(self._mean) if count else np.zeros((0, 4))
+        matched_det = np.full(count, -1, dtype=np.int64)
+
+        def associate(track_idx: np.ndarray, det_idx: np.ndarray, iou_needed: float, reach: float) -> np.ndarray:
+            """Matches what it can; returns the detections left over."""
+            if len(track_idx) == 0 or len(det_idx) == 0:
+                return det_idx
+            t_boxes, d_boxes = predicted[track_idx], boxes[det_idx]
+            iou = iou_matrix(t_boxes, d_boxes)
+            near = closeness(t_boxes, d_boxes, reach)
+            # overlap first; a close centre alone ranks below any accepted overlap
+            score = np.where(iou >= iou_needed, 1 + iou, near)
+            score[self._groups[track_idx][:, None] != groups[det_idx][None, :]] = 0
+            rows, cols = linear_sum_assignment(-score)
+            ok = score[rows, cols] > 0
+            matched_det[track_idx[rows[ok]]] = det_idx[cols[ok]]
+            used = np.zeros(len(det_idx), dtype=bool)
+            used[cols[ok]] = True
+            return det_idx[~used]
+
+        all_tracks = np.arange(count)
         high = np.flatnonzero(scores >= s.high_confidence)
         low = np.flatnonzero((scores >= s.low_confidence) & (scores < s.high_confidence))
+        remaining_high = associate(all_tracks, high, s.match_iou, s.match_distance)
+        unmatched_recent = np.flatnonzero((matched_det < 0) & (self._lost == 0))
+        associate(unmatched_recent, low, s.low_match_iou, 0.0)
 
-        predicted = kalman.states_to_boxes(self._mean) if len(self._ids) else np.zeros((0, 4))
-        all_tracks = np.arange(len(self._ids))
-        matches: dict[int, int] = {}  # track index -> detection index
-
-        def associate(track_idx: np.ndarray, det_idx: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-            iou = iou_matrix(predicted[track_idx], boxes[det_idx])
-            same = self._same_group([self._labels[t] for t in track_idx], [labels[d] for d in det_idx])
-            iou = np.where(same, iou, 0.0)
-            pairs, free_tracks, free_dets = _match(iou, threshold)
-            for i, j in pairs:
-                matches[int(track_idx[i])] = int(det_idx[j])
-            return (track_idx[sorted(free_tracks)] if len(track_idx) else track_idx,
-                    det_idx[sorted(free_dets)] if len(det_idx) else det_idx)
-
-        remaining_tracks, remaining_high = associate(all_tracks, high, s.match_iou)
-        active = np.array([t for t in remaining_tracks if self._lost[t] == 0], dtype=int)
-        associate(active, low, s.low_match_iou)
-
-        if matches:
-            t_idx = np.array(list(matches.keys()))
-            d_idx = np.array(list(matches.values()))
-            mean, cov = kalman.update(self._mean[t_idx], self._cov[t_idx],
-                                      kalman.boxes_to_measurements(boxes[d_idx]))
-            self._mean[t_idx], self._cov[t_idx] = mean, cov
-        for t in range(len(self._ids)):
-            if t in matches:
-                d = matches[t]
+        hit = matched_det >= 0
+        if hit.any():
+            t_idx, d_idx = np.flatnonzero(hit), matched_det[hit]
+            self._mean[t_idx], self._cov[t_idx] = kalman.update(
+                self._mean[t_idx], self._cov[t_idx], kalman.boxes_to_measurements(boxes[d_idx])
+            )
+            self._confidences[t_idx] = scores[d_idx]
+            self._groups[t_idx] = groups[d_idx]
+            for t, d in zip(t_idx.tolist(), d_idx.tolist()):
                 self._labels[t] = labels[d]
-                self._confidences[t] = float(scores[d])
-                self._lost[t] = 0
-            else:
-                self._lost[t] += 1
-            self._ages[t] += 1
+        self._lost = np.where(hit, 0, self._lost + 1)
+        self._ages += 1
 
-        matched_ids = {self._ids[t] for t in matches}
-        self._keep([t for t in range(len(self._ids)) if self._lost[t] <= s.max_lost_frames])
+        keep = self._lost <= s.max_lost_frames
+        if not keep.all():
+            self._select(keep)
+            hit = hit[keep]
 
-        new = [int(d) for d in remaining_high if scores[d] >= s.new_track_confidence]
-        if new:
+        new = remaining_high[scores[remaining_high] >= s.new_track_confidence]
+        if len(new):
             mean, cov = kalman.initiate(kalman.boxes_to_measurements(boxes[new]))
             self._mean = np.concatenate([self._mean, mean])
             self._cov = np.concatenate([self._cov, cov])
-            for d in new:
-                self._ids.append(self._next_id)
-                matched_ids.add(self._next_id)
-                self._next_id += 1
-                self._labels.append(labels[d])
-                self._confidences.append(float(scores[d]))
-                self._ages.append(0)
-                self._lost.append(0)
+            self._ids = np.concatenate([self._ids, np.arange(self._next_id, self._next_id + len(new))])
+            self._next_id += len(new)
+            self._groups = np.concatenate([self._groups, groups[new]])
+            self._labels.extend(labels[d] for d in new.tolist())
+            self._confidences = np.concatenate([self._confidences, scores[new]])
+            self._ages = np.concatenate([self._ages, np.zeros(len(new), dtype=np.int64)])
+            self._lost = np.concatenate([self._lost, np.zeros(len(new), dtype=np.int64)])
+            hit = np.concatenate([hit, np.ones(len(new), dtype=bool)])
 
-        out = []
-        for t, track_id in enumerate(self._ids):
-            if track_id in matched_ids:
-                box = kalman.states_to_boxes(self._mean[t:t + 1])[0]
-                out.append(Track(track_id, self._labels[t], self._confidences[t],
-                                 tuple(float(v) for v in box), self._ages[t]))
-        return out
+        shown = np.flatnonzero(hit)
+        out_boxes = kalman.states_to_boxes(self._mean[shown]).tolist()
+        ids, ages = self._ids[shown].tolist(), self._ages[shown].tolist()
+        confidences = self._confidences[shown].tolist()
+        return [
+            Track(ids[i], self._labels[t], confidences[i], tuple(out_boxes[i]), ages[i])
+            for i, t in enumerate(shown.tolist())
+        ]
 
-    def _keep(self, keep: list[int]) -> None:
-        self._mean = self._mean[keep]
-        self._cov = self._cov[keep]
-        for name in ("_ids", "_labels", "_confidences", "_ages", "_lost"):
-            values = getattr(self, name)
-            setattr(self, name, [values[t] for t in keep])
+    def _select(self, keep: np.ndarray) -> None:
+        self._mean, self._cov = self._mean[keep], self._cov[keep]
+        self._ids, self._groups = self._ids[keep], self._groups[keep]
+        self._confidences, self._ages, self._lost = self._confidences[keep], self._ages[keep], self._lost[keep]
+        self._labels = [label for label, k in zip(self._labels, keep.tolist()) if k]

@@ -72,3 +72,21 @@ def test_label_groups_let_a_rearing_rodent_keep_its_track():
     (c,) = plain.update([det(50, 50, "rodent")])
     (d,) = plain.update([det(52, 50, "rearing")])
     assert c.track_id != d.track_id
+
+
+def test_a_part_moving_its_own_width_per_frame_keeps_its_id():
+    # a conveyor at a few analyzed frames per second: no overlap between frames
+    tracker = Tracker()
+    ids = {tracker.update([det(10 + 45 * frame, 100)])[0].track_id for frame in range(10)}
+    assert len(ids) == 1
+
+
+def test_two_parts_side_by_side_on_a_fast_belt_do_not_swap():
+    tracker = Tracker()
+    history: dict[int, list[float]] = {}
+    for frame in range(10):
+        tracks = tracker.update([det(10 + 45 * frame, 100), det(10 + 45 * frame, 200)])
+        for t in tracks:
+            history.setdefault(t.track_id, []).append(t.box[1])
+    assert len(history) == 2
+    assert all(max(ys) - min(ys) < 5 for ys in history.values())
