@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from appliance.analytics.base import Rules
+from appliance.analytics.defects import DefectRules
 from appliance.analytics.stream import EventSink, StreamAnalytics
 from appliance.config.schema import ApplianceConfig, SourceConfig
 from appliance.events.factory import EventFactory
@@ -26,7 +27,11 @@ def tracker_for(source: SourceConfig) -> Tracker:
 
 def rules_for(source: SourceConfig, metrics: ApplianceMetrics) -> list[Rules]:
     """The rule sets configured for a source (none: tracking only)."""
-    return []
+    rules: list[Rules] = []
+    configured = source.rules
+    if configured.defects is not None:
+        rules.append(DefectRules(configured.defects, source.id, metrics))
+    return rules
 
 
 def analytics_for(

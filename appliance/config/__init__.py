@@ -1,19 +1,3 @@
-"""The appliance configuration: schema (pydantic v2) and line-numbered YAML loading."""
-
-from appliance.config.loader import (
-    ConfigError,
-    ConfigProblem,
-    load_config,
-    validate_files,
-)
-from appliance.config.schema import ApplianceConfig, ModelConfig, SourceConfig
-
-__all__ = [
-    "ApplianceConfig",
-    "ConfigError",
-    "ConfigProblem",
-    "ModelConfig",
-    "SourceConfig",
-    "load_config",
-    "validate_files",
-]
+"""The appliance configuration: ``schema`` (pydantic v2) and ``loader`` (YAML with
+line-numbered errors). Import from those modules; this package stays light so that
+the rule modules can use ``appliance.config.base`` without loading the schema."""

@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from appliance.analytics.defects import DefectSettings
 from appliance.config.base import Identifier, Strict
 
 UseCase = Literal["defects", "ppe", "animals"]
@@ -128,7 +129,31 @@ class TrackerConfig(Strict):
 
 
 class RulesConfig(Strict):
+    """The analytics of a source: its tracker, and the rules of each use case."""
+
     tracker: TrackerConfig = TrackerConfig()
+    defects: DefectSettings | None = None
+
+    def use_cases(self) -> list[tuple[str, Strict]]:
+        """The configured rule settings, by use case."""
+        return [(name, value) for name, value in (("defects", self.defects),) if value is not None]
+
+    def zone_references(self) -> list[tuple[tuple[str, ...], str]]:
+        """(key path below ``rules``, zone id) for every zone a rule names."""
+        refs = []
+        for name, use_case in self.use_cases():
+            for key, value in use_case:
+                if key.endswith("_zone") and value is not None:
+                    refs.append(((name, key), value))
+                elif key == "zone_required":
+                    refs.extend(((name, key, zone), zone) for zone in value)
+        return refs
+
+    def line_references(self) -> list[tuple[tuple[str, ...], str]]:
+        refs = []
+        for name, use_case in self.use_cases():
+            refs.extend(((name, key), value) for key, value in use_case if key.endswith("_line") and value is not None)
+        return refs
 
 
 class ReconnectConfig(Strict):
@@ -187,6 +212,21 @@ class SourceConfig(Strict):
                 if not val.isdigit() or int(val) <= 0:
                     raise ValueError(f"test:// parameter {key} must be a positive integer")
         return value
+
+    @model_validator(mode="after")
+    def _rule_references(self) -> SourceConfig:
+        zones = {z.id for z in self.zones}
+        lines = {line.id for line in self.lines}
+        for kind, known, refs in (("zone", zones, self.rules.zone_references()),
+                                  ("line", lines, self.rules.line_references())):
+            for path, ident in refs:
+                if ident not in known:
+                    raise error_at(
+                        ("rules", *path), f"unknown_{kind}",
+                        "unknown {kind} '{ident}' (this source defines: {known})",
+                        kind=kind, ident=ident, known=", ".join(sorted(known)) or "none",
+                    )
+        return self
 
     @property
     def scheme(self) -> str:

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import (
-    ApplianceConfig,
-    ConfigError,
-    ConfigProblem,
-    load_config,
-)
-from appliance.config.loader import validate_files
+from appliance.config.loader import ConfigError, ConfigProblem, load_config, validate_files
+from appliance.config.schema import ApplianceConfig
 
 MODEL = """\
 models:

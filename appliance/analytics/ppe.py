@@ -1,0 +1,396 @@
+"""PPE and safety rules: missing or wrongly worn protective equipment, the hygiene
+sequence (wash station before the clean zone), fire and smoke.
+
+Each analyzed frame, the item detections (helmet, mask, gloves …) are given to the
+person tracks they fit best, vectorised over items × people: head items must lie in
+the top of the person's box, a gown must cover the torso band, other items (gloves)
+lie in the box widened a little; an item that fits several people goes to the one
+whose expected spot for it is nearest (in units of each person's box).
+
+Per person, an item counts as worn while it was seen within ``item_hold_s`` (a glove
+the detector misses for a frame neither ends one episode nor starts another); the
+missing set (required items, by the zone the person's feet stand in, minus those
+worn) is an episode key ``(track, items)`` with grace and hysteresis, so one real
+situation makes one event. When an item drops out, the new situation is dated back
+to the first frame without it and the old one ends at the last frame with it, so the
+hold does not shift the reported times.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import Field, model_validator
+from scipy.optimize import linear_sum_assignment
+
+from appliance.analytics.base import Finding, FrameView, TimingSettings
+from appliance.analytics.geometry import anchor_points
+from appliance.analytics.lifecycle import EpisodeTracker, Transition
+from appliance.config.base import Strict
+from appliance.types import Detection, Track
+
+log = logging.getLogger(__name__)
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+_HEAD, _TORSO, _HAND, _OTHER = 0, 1, 2, 3
+# Where in a person's box each kind of item is expected: on the box's vertical centre line, at this fraction
+# of the box's height from its top. Offsets count in units of the box's height (a person's width changes
+# with pose and swinging arms, the height much less).
+_EXPECTED_Y = np.array([0.12, 0.4, 0.55, 0.5])
+_EPS = 1e-6
+_NO_FIT = 1e9
+
+
+class PpeSettings(Strict):
+    """``sources[].rules.ppe``: what each person must wear, the hygiene sequence, fire and smoke."""
+
+    person_label: str = "person"
+    required: list[str] = ["helmet", "mask", "gloves", "gown", "goggles"]
+    # zone id -> the items required while a person's feet are in it (replaces ``required``; a person
+    # standing in several such zones needs the items of all of them)
+    zone_required: dict[str, list[str]] = {}
+    timing: TimingSettings = TimingSettings(start_after_s=2.0, end_after_s=1.0)
+    item_hold_s: Annotated[float, Field(ge=0.0)] = 0.5  # an item not seen for up to this long still counts as worn
+    improper_label: str | None = "mask_improper"  # the detector's label for a wrongly worn item
+    improper_item: str = "mask"  # the item that label stands for (worn, so not missing, but reported)
+    wash_zone: str | None = None
+    clean_zone: str | None = None
+    min_wash_s: Annotated[float, Field(ge=0.0)] = 3.0  # least continuous stay at the wash station before the clean zone
+    fire_labels: list[str] = ["fire", "smoke"]  # each makes ``<label>.detected`` events
+    fire_timing: TimingSettings = TimingSettings(start_after_s=1.0, end_after_s=3.0)
+    # Geometry of association, as fractions of the person's box.
+    head_items: list[str] = ["helmet", "mask", "mask_improper", "goggles"]
+    head_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3  # head items' centres lie in this top part
+    torso_items: list[str] = ["gown"]
+    torso_band: tuple[Fraction, Fraction] = (0.15, 0.6)  # the torso, from the box's top
+    torso_overlap: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3  # least share of the item's box on the torso band
+    hand_items: list[str] = ["gloves"]  # anywhere across the box, at hand height; two per person
+    margin: Fraction = 0.15  # how far outside the box an item's centre may lie (gloves on swinging hands)
+    forget_after_s: Annotated[float, Field(gt=0.0)] = 30.0  # drop a person's state when unseen this long
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PpeSettings:
+        if (self.wash_zone is None) != (self.clean_zone is None):
+            raise ValueError("wash_zone and clean_zone go together (the hygiene sequence needs both)")
+        if self.torso_band[0] >= self.torso_band[1]:
+            raise ValueError("torso_band must be (top, bottom) with top < bottom")
+        if self.person_label in self.fire_labels:
+            raise ValueError(f"{self.person_label!r} cannot be both the person label and a fire label")
+        return self
+
+
+@dataclass
+class _Person:
+    """What the rules remember of one person track."""
+
+    seen: np.ndarray  # [items] stream time each item was last associated
+    gone: np.ndarray  # [items] the first frame without it after that
+    last_t: float
+    held: np.ndarray | None = None  # [items] worn (with the hold) in the person's previous frame
+    required: np.ndarray | None = None  # [items] required in the previous frame
+    wash_run: float = 0.0  # the current continuous stay in the wash zone
+    wash_best: float = 0.0  # the longest stay since the start or since leaving the clean zone
+    in_clean: bool | None = None  # None: not seen yet
+
+
+class PpeRules:
+    """The ``Rules`` of the ppe / safety use case for one stream."""
+
+    def __init__(self, settings: PpeSettings, stream_id: str) -> None:
+        self.settings = s = settings
+        self.stream_id = stream_id
+        # Items tracked per person: everything required anywhere, and the wrongly-wearable one.
+        items: list[str] = []
+        for item in [*s.required, *(i for zone in s.zone_required.values() for i in zone), s.improper_item]:
+            if item not in items:
+                items.append(item)
+        self._items = items = sorted(items)  # so that missing and required lists come sorted
+        index = {item: k for k, item in enumerate(items)}
+        self._default_required = np.isin(items, s.required)
+        self._zone_required = {zone: np.isin(items, need) for zone, need in s.zone_required.items()}
+        # label -> (item index, kind of region, is the improper label)
+        head, torso, hand = set(s.head_items), set(s.torso_items), set(s.hand_items)
+
+        def kind(label: str) -> int:
+            return _HEAD if label in head else _TORSO if label in torso else _HAND if label in hand else _OTHER
+
+        self._labels: dict[str, tuple[int, int, bool]] = {item: (k, kind(item), False) for item, k in index.items()}
+        if s.improper_label is not None:
+            self._labels[s.improper_label] = (index[s.improper_item], kind(s.improper_label), True)
+        self._capacity = np.array([2 if kind(item) == _HAND else 1 for item in items])  # how many one person wears
+        self._fire_labels = list(s.fire_labels)
+        self._missing = EpisodeTracker(s.timing.timing())
+        self._improper = EpisodeTracker(s.timing.timing())
+        self._fire = EpisodeTracker(s.fire_timing.timing())
+        self._people: dict[int, _Person] = {}
+        self._last_t: float | None = None
+        self._frame_s = 0.0  # the interval between analyzed frames, as last seen
+        self._warned_zones = False
+
+    # ------------------------------------------------------------------ the Rules protocol
+
+    def observe(self, view: FrameView) -> list[Finding]:
+        t = view.t
+        if self._last_t is not None and t > self._last_t:
+            self._frame_s = t - self._last_t
+        self._last_t = t
+        if not self._warned_zones:
+            self._warned_zones = True
+            wanted = set(self.settings.zone_required) | {self.settings.wash_zone, self.settings.clean_zone}
+            unknown = sorted(z for z in wanted if z is not None and z not in view.zones)
+            if unknown:
+                log.warning("stream %s: ppe rules name zones the source does not have: %s", self.stream_id, unknown)
+
+        persons = [track for track in view.tracks if track.label == self.settings.person_label]
+        items, fires = self._split(view.result.detections)
+        boxes = np.array([p.box for p in persons], dtype=np.float64).reshape(-1, 4)
+        present, improper = self._associate(boxes, items)
+        findings = self._observe_people(view, t, persons, boxes, present, improper)
+        findings += self._observe_fire(view, t, fires)
+        for track_id in [k for k, p in self._people.items() if t - p.last_t > self.settings.forget_after_s]:
+            del self._people[track_id]
+        return findings
+
+    def close(self) -> list[Finding]:
+        findings = [self._missing_finding(tr) for tr in self._missing.close_all()]
+        findings += [self._improper_finding(tr) for tr in self._improper.close_all()]
+        findings += [self._fire_finding(tr) for tr in self._fire.close_all()]
+        self._people.clear()
+        self._last_t = None
+        return findings
+
+    # ------------------------------------------------------------------ association
+
+    def _split(self, detections: list[Detection]) -> tuple[list[tuple[Detection, int, int, bool]],
+                                                           dict[str, list[Detection]]]:
+        items = []
+        fires: dict[str, list[Detection]] = {}
+        labels, fire_labels = self._labels, self._fire_labels
+        for d in detections:
+            spec = labels.get(d.label)
+            if spec is not None:
+                items.append((d, *spec))
+            elif d.label in fire_labels:
+                fires.setdefault(d.label, []).append(d)
+        return items, fires
+
+    def _associate(self, persons: np.ndarray, items: list[tuple[Detection, int, int, bool]]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """[P, items] which items each person wears in this frame; [P] which wear one wrongly."""
+        s = self.settings
+        count = len(persons)
+        present = np.zeros((count, len(self._items)), dtype=bool)
+        improper = np.zeros(count, dtype=bool)
+        if count == 0 or not items:
+            return present, improper
+        ib = np.array([i[0].box for i in items], dtype=np.float64)
+        item_index = np.array([i[1] for i in items])
+        kind = np.array([i[2] for i in items])
+        wrong = np.array([i[3] for i in items])
+        x1, y1, x2, y2 = (persons[:, k][None, :] for k in range(4))
+        w = np.maximum(x2 - x1, 1.0)
+        h = np.maximum(y2 - y1, 1.0)
+        cx = ((ib[:, 0] + ib[:, 2]) / 2)[:, None]
+        cy = ((ib[:, 1] + ib[:, 3]) / 2)[:, None]
+        m = s.margin
+        in_x = (cx >= x1 - m * w) & (cx <= x2 + m * w)
+        below_top = cy >= y1 - m * h
+        head_ok = in_x & below_top & (cy <= y1 + s.head_fraction * h)
+        other_ok = in_x & below_top & (cy <= y2 + m * h)
+        band_top, band_bottom = y1 + s.torso_band[0] * h, y1 + s.torso_band[1] * h
+        inter_w = np.clip(np.minimum(ib[:, 2:3], x2) - np.maximum(ib[:, 0:1], x1), 0.0, None)
+        inter_h = np.clip(np.minimum(ib[:, 3:4], band_bottom) - np.maximum(ib[:, 1:2], band_top), 0.0, None)
+        area = np.maximum((ib[:, 2] - ib[:, 0]) * (ib[:, 3] - ib[:, 1]), _EPS)[:, None]
+        torso_ok = inter_w * inter_h / area >= s.torso_overlap
+        kinds = kind[:, None]
+        fits = np.where(kinds == _HEAD, head_ok, np.where(kinds == _TORSO, torso_ok, other_ok))
+        # Among the people it fits, an item goes to the one whose spot for it is nearest.
+        expected_y = y1 + _EXPECTED_Y[kind][:, None] * h
+        score = ((cx - (x1 + x2) / 2) ** 2 + (cy - expected_y) ** 2) / h ** 2
+        score = np.where(fits, score, np.inf)
+        best = np.argmin(score, axis=1)
+        fitted = np.isfinite(score[np.arange(len(items)), best])
+        # One person wears one helmet (two gloves): where someone got more, share those items out optimally.
+        slots = best * len(self._items) + item_index
+        given = np.bincount(slots[fitted], minlength=count * len(self._items))
+        crowded = fitted & (given[slots] > self._capacity[item_index])
+        if crowded.any():
+            for item in np.unique(item_index[crowded]):
+                rows = np.flatnonzero(fitted & (item_index == item))
+                per_person = int(self._capacity[item])
+                cost = np.repeat(np.where(np.isfinite(score[rows]), score[rows], _NO_FIT), per_person, axis=1)
+                r, c = linear_sum_assignment(cost)
+                kept = cost[r, c] < _NO_FIT
+                fitted[rows] = False
+                fitted[rows[r[kept]]] = True
+                best[rows[r[kept]]] = c[kept] // per_person
+        present[best[fitted], item_index[fitted]] = True
+        improper[best[fitted & wrong]] = True
+        return present, improper
+
+    # ------------------------------------------------------------------ people
+
+    def _zones_of(self, view: FrameView, boxes: np.ndarray) -> dict[str, np.ndarray]:
+        feet = anchor_points(boxes, "bottom")
+        return {zone_id: zone.contains(feet) for zone_id, zone in view.zones.items()}
+
+    def _observe_people(self, view: FrameView, t: float, persons: list[Track], boxes: np.ndarray,
+                        present: np.ndarray, improper: np.ndarray) -> list[Finding]:
+        s = self.settings
+        inside = self._zones_of(view, boxes) if persons else {}
+        no = np.zeros(len(persons), dtype=bool)
+        in_wash = inside.get(s.wash_zone, no) if s.wash_zone else no
+        in_clean = inside.get(s.clean_zone, no) if s.clean_zone else no
+        hold = s.item_hold_s + _EPS
+        findings: list[Finding] = []
+        missing_active: dict[Hashable, dict[str, Any]] = {}
+        improper_active: dict[Hashable, dict[str, Any]] = {}
+        confidence: dict[Hashable, float] = {}
+        created: dict[Hashable, float] = {}  # missing-set keys that may be new -> when they really began
+        open_missing = self._missing.open
+        for p, track in enumerate(persons):
+            tid = track.track_id
+            person = self._people.get(tid)
+            if person is None:
+                n = len(self._items)
+                person = self._people[tid] = _Person(np.full(n, -math.inf), np.full(n, -math.inf), t)
+            # Items: raw presence, then worn-with-hold.
+            now = present[p]
+            person.seen[now] = t
+            person.gone[~now & (person.gone < person.seen)] = t
+            held = (t - person.seen) <= hold
+            # Requirements by the zones the feet stand in.
+            zone = None
+            required = None
+            for zone_id, need in self._zone_required.items():
+                flags = inside.get(zone_id)
+                if flags is not None and flags[p]:
+                    required = need if required is None else required | need
+                    zone = zone if zone is not None else zone_id
+            if required is None:
+                required = self._default_required
+            if zone is None:
+                zone = next((zone_id for zone_id, flags in inside.items() if flags[p]), None)
+            box = track.box
+            missing = required & ~held
+            if missing.any():
+                names = tuple(item for item, flag in zip(self._items, missing) if flag)
+                key = (tid, names)
+                missing_active[key] = {
+                    "track_id": tid, "zone": zone, "box": box, "episode": f"{tid}:{'+'.join(names)}",
+                    "attributes": {"items": list(names),
+                                   "required": [item for item, flag in zip(self._items, required) if flag]},
+                }
+                confidence[key] = track.confidence
+                if key not in open_missing:
+                    created[key] = self._began(person, held, required, missing, t)
+            if person.held is not None:
+                self._end_previous_at_last_sighting(person, tid, held, required)
+            person.held, person.required = held, required
+            if improper[p]:
+                key = (tid,)
+                improper_active[key] = {"track_id": tid, "zone": zone, "box": box, "episode": str(tid),
+                                        "attributes": {"items": [s.improper_item]}}
+                confidence[key] = track.confidence
+            findings += self._hygiene(person, track, t, bool(in_wash[p]), bool(in_clean[p]))
+            person.last_t = t
+        transitions = self._missing.step(t, missing_active, confidence)
+        for key, began in created.items():
+            episode = self._missing.open.get(key)
+            if episode is not None and not episode.started and began < episode.began:
+                episode.began = began
+        findings += [self._missing_finding(tr) for tr in transitions]
+        findings += [self._improper_finding(tr) for tr in self._improper.step(t, improper_active, confidence)]
+        return findings
+
+    def _began(self, person: _Person, held: np.ndarray, required: np.ndarray, missing: np.ndarray,
+               t: float) -> float:
+        """When a missing set seen for the first time really began: if it grew only because
+        items' holds ran out (nothing appeared, the requirements did not change), at the first
+        frame without those items; else now."""
+        if person.held is None or person.required is None or not np.array_equal(required, person.required):
+            return t
+        newly = missing & person.held
+        if not newly.any() or (held & ~person.held & required).any():
+            return t
+        return float(person.gone[newly].max())
+
+    def _end_previous_at_last_sighting(self, person: _Person, tid: int, held: np.ndarray,
+                                       required: np.ndarray) -> None:
+        """Items whose hold ran out this frame: the situation before (worn) ended when they
+        were last seen, not when the hold ran out."""
+        assert person.held is not None and person.required is not None
+        lost = person.held & ~held & required & person.required
+        if not lost.any():
+            return
+        previous = person.required & ~person.held
+        names = tuple(item for item, flag in zip(self._items, previous) if flag)
+        episode = self._missing.open.get((tid, names))
+        if episode is not None:
+            episode.last_seen = max(episode.began, min(episode.last_seen, float(person.seen[lost].min())))
+
+    def _hygiene(self, person: _Person, track: Track, t: float, in_wash: bool, in_clean: bool) -> list[Finding]:
+        s = self.settings
+        if s.wash_zone is None or s.clean_zone is None:
+            return []
+        if in_wash:
+            person.wash_run += self._frame_s
+            person.wash_best = max(person.wash_best, person.wash_run)
+        else:
+            person.wash_run = 0.0
+        findings = []
+        if in_clean and person.in_clean is False and person.wash_best < s.min_wash_s - _EPS:
+            findings.append(Finding(
+                "hygiene.sequence_violation", "start", t, ended=t, track_id=track.track_id, severity="warning",
+                confidence=track.confidence, zone=s.clean_zone, box=track.box,
+                attributes={"wash_dwell_s": round(person.wash_best, 3), "required_s": s.min_wash_s},
+            ))
+        if person.in_clean and not in_clean:
+            person.wash_best = 0.0  # leaving the clean zone: the next entry needs a new wash
+        person.in_clean = in_clean
+        return findings
+
+    # ------------------------------------------------------------------ fire and smoke
+
+    def _observe_fire(self, view: FrameView, t: float, fires: dict[str, list[Detection]]) -> list[Finding]:
+        if not fires and not self._fire.open:
+            return []
+        frame_area = max(view.result.width * view.result.height, 1)
+        active: dict[Hashable, dict[str, Any]] = {}
+        confidence: dict[Hashable, float] = {}
+        for label, found in fires.items():
+            areas = [(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in found]
+            largest = int(np.argmax(areas))
+            active[label] = {"track_id": None, "zone": None, "box": found[largest].box, "episode": label,
+                             "attributes": {"area_ratio": round(areas[largest] / frame_area, 5),
+                                            "count": len(found)}}
+            confidence[label] = max(d.confidence for d in found)
+        return [self._fire_finding(tr) for tr in self._fire.step(t, active, confidence)]
+
+    # ------------------------------------------------------------------ findings
+
+    @staticmethod
+    def _finding(kind: str, tr: Transition, severity: str) -> Finding:
+        episode = tr.episode
+        payload = episode.payload
+        return Finding(
+            kind, tr.phase, episode.began, ended=tr.at if tr.phase == "end" else None,
+            track_id=payload["track_id"], severity=severity, confidence=episode.peak_confidence or None,
+            zone=payload["zone"], box=payload["box"], attributes=dict(payload["attributes"]),
+            episode=payload["episode"],
+        )
+
+    def _missing_finding(self, tr: Transition) -> Finding:
+        return self._finding("ppe.missing_item", tr, "warning")
+
+    def _improper_finding(self, tr: Transition) -> Finding:
+        return self._finding("ppe.improper", tr, "warning")
+
+    def _fire_finding(self, tr: Transition) -> Finding:
+        return self._finding(f"{tr.episode.key}.detected", tr, "critical")
