@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Score the appliance's events against the scene generators' timelines.
+
+    python tools/evaluate_events.py [--cases production,tools,cleanroom,cage] [--seeds 9500,9501,9502]
+                                    [--duration 40] [--out var/eval] [--markdown]
+
+Each scenario is rendered to H.264 from a held-out seed, run through the real
+appliance (GStreamer decode, the demo models, tracking, rules) with the file read
+as fast as possible, and its events are matched to the timeline: a match is the
+same kind, the same object (the event's box against the truth boxes of that
+frame) and overlapping time. Reported per kind: precision, recall and the 90th
+percentile of the start latency (when the event was reported, minus when the
+situation began in the truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from appliance.app import Appliance  # noqa: E402
+from appliance.config.schema import ApplianceConfig  # noqa: E402
+from tools.make_demo_media import render  # noqa: E402
+from tools.scenes.cage import CageScene  # noqa: E402
+from tools.scenes.cleanroom import CleanRoomScene  # noqa: E402
+from tools.scenes.common import FrameTruth, Scene, TimelineEvent  # noqa: E402
+from tools.scenes.production import TOOL_ZONE, ProductionLineScene, ToolStationScene  # noqa: E402
+
+ANALYZE_FPS = 5.0
+TIME_TOLERANCE_S = 1.0  # an event may begin or end this much outside its truth interval
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    model: str
+    make: Callable[[int, float], Scene]
+    kinds: tuple[str, ...]  # the timeline kinds scored
+    object_labels: tuple[str, ...]  # truth labels an event's box is matched against (empty: any object)
+    grace_s: float  # the configured start delay, for the latency target
+    same: Callable[[dict[str, Any], TimelineEvent], bool] = lambda event, truth: True
+
+
+def _items(event: dict[str, Any], truth: TimelineEvent) -> bool:
+    return sorted(event["attributes"].get("items", [])) == sorted(truth.attributes.get("items", []))
+
+
+def _ppe(event: dict[str, Any], truth: TimelineEvent) -> bool:
+    return event["kind"] != "ppe.missing_item" or _items(event, truth)
+
+
+def _state(event: dict[str, Any], truth: TimelineEvent) -> bool:
+    return event["attributes"].get("state") == truth.attributes.get("state")
+
+
+def _defect(event: dict[str, Any], truth: TimelineEvent) -> bool:
+    return event["attributes"].get("defect") == truth.attributes.get("defect")
+
+
+CASES = {
+    "production": Case("production", "defects", lambda s, d: ProductionLineScene(seed=s, duration_s=d),
+                       ("defect.part",), ("vial", "blister", "tablet"), 0.0, _defect),
+    "tools": Case("tools", "defects", lambda s, d: ToolStationScene(seed=s, duration_s=d),
+                  ("tool.verified",), ("tool_clean", "tool_dirty", "tool_damaged"), 1.0, _state),
+    "cleanroom": Case("cleanroom", "ppe", lambda s, d: CleanRoomScene(seed=s, duration_s=d),
+                      ("ppe.missing_item", "ppe.improper", "hygiene.sequence_violation", "fire.detected",
+                       "smoke.detected"), ("person", "fire", "smoke"), 2.0, _ppe),
+    "cage": Case("cage", "animals", lambda s, d: CageScene(seed=s, duration_s=d),
+                 ("animal.immobile", "animal.hyperactive", "animal.seizure_like", "animal.missing"),
+                 ("rodent", "rearing"), 10.0),
+}
+
+
+def scenario_config(case: Case, scene: Scene, clip: Path, events: Path) -> ApplianceConfig:
+    model = {
+        "id": case.model, "onnx": str(REPO / "engines" / f"{case.model}.onnx"),
+        "labels": str(REPO / "engines" / f"{case.model}.labels"), "input": {"width": 320, "height": 320},
+        "parser": "yolov8", "confidence": 0.25,
+    }
+    source: dict[str, Any] = {"id": case.name, "uri": f"file://{clip}", "realtime": False,
+                              "analyze_fps": ANALYZE_FPS, "rules": {}}
+    if case.name == "production":
+        x = scene.inspection_x / scene.width  # type: ignore[attr-defined]
+        source["lines"] = [{"id": "inspection", "points": [[x, 0.0], [x, 1.0]]}]
+        source["rules"]["defects"] = {"inspection_line": "inspection"}
+    elif case.name == "tools":
+        x1, y1, x2, y2 = TOOL_ZONE
+        source["zones"] = [{"id": "table", "polygon": [[x1, y1], [x2, y1], [x2, y2], [x1, y2]], "normalized": False}]
+        source["rules"]["defects"] = {"tool_zone": "table"}
+    elif case.name == "cleanroom":
+        source["zones"] = [{"id": name, "polygon": [list(p) for p in poly], "normalized": False}
+                           for name, poly in scene.zones.items()]  # type: ignore[attr-defined]
+        source["rules"]["ppe"] = {"wash_zone": "wash", "clean_zone": "clean"}
+    elif case.name == "cage":
+        source["zones"] = [{"id": "cage", "polygon": [list(p) for p in scene.zones["cage"]],  # type: ignore[attr-defined]
+                            "normalized": False}]
+        source["rules"]["animals"] = {"cage_zone": "cage", "expected_animals": scene.animal_count}  # type: ignore
+        source["rules"]["tracker"] = {"label_groups": [["rodent", "rearing"]]}
+    return ApplianceConfig.model_validate({
+        "device": {"id": "eval"}, "backend": "portable", "models": [model], "sources": [source],
+        "inference": {"workers": 1}, "events": {"jsonl": str(events)}, "metrics": {"enabled": False},
+    })
+
+
+def truth_frames(scene: Scene) -> list[FrameTruth]:
+    if hasattr(scene, "truths"):
+        return list(scene.truths())
+    return [scene.truth(i) for i in range(scene.n_frames)]  # type: ignore[attr-defined]
+
+
+def _iou(a: list[float], b: tuple[float, float, float, float]) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def object_of(event: dict[str, Any], truths: list[FrameTruth], fps: int, labels: tuple[str, ...]) -> int | None:
+    """The truth track id under an event's box, in the frame where it began."""
+    box = event["attributes"].get("box")
+    if box is None or not labels:
+        return None
+    index = min(len(truths) - 1, max(0, round(event["attributes"]["stream_time_s"] * fps)))
+    best, best_iou = None, 0.1
+    for obj in truths[index].objects:
+        if obj.label in labels and (iou := _iou(box, obj.box)) > best_iou:
+            best, best_iou = obj.track_id, iou
+    return best
+
+
+@dataclass
+class Tally:
+    truth: int = 0
+    emitted: int = 0
+    matched_truth: int = 0
+    matched_emitted: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, other: Tally) -> None:
+        self.truth += other.truth
+        self.emitted += other.emitted
+        self.matched_truth += other.matched_truth
+        self.matched_emitted += other.matched_emitted
+        self.latencies.extend(other.latencies)
+
+    @property
+    def precision(self) -> float:
+        return self.matched_emitted / self.emitted if self.emitted else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.matched_truth / self.truth if self.truth else 1.0
+
+    @property
+    def latency_p90(self) -> float | None:
+        return float(np.percentile(self.latencies, 90)) if self.latencies else None
+
+
+def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, Tally]:
+    truths = truth_frames(scene)
+    timeline = [t for t in scene.timeline() if t.kind in case.kinds]
+    starts = [e for e in events if e["kind"] in case.kinds and e["phase"] == "start"]
+    ends = {e["attributes"].get("episode"): e for e in events if e["phase"] == "end"}
+    tallies = {kind: Tally() for kind in case.kinds}
+    for t in timeline:
+        tallies[t.kind].truth += 1
+    used: set[int] = set()
+    for event in starts:
+        tally = tallies[event["kind"]]
+        tally.emitted += 1
+        began = event["attributes"]["stream_time_s"]
+        end = ends.get(event["id"])
+        ended = end["attributes"].get("stream_end_s", began) if end else event["attributes"].get("stream_end_s", began)
+        who = object_of(event, truths, scene.fps, case.object_labels)
+        for index, truth in enumerate(timeline):
+            if index in used or truth.kind != event["kind"]:
+                continue
+            if who is not None and truth.track_id is not None and who != truth.track_id:
+                continue
+            if began > truth.end_s + TIME_TOLERANCE_S or ended < truth.start_s - TIME_TOLERANCE_S:
+                continue
+            if not case.same(event, truth):
+                continue
+            used.add(index)
+            tally.matched_emitted += 1
+            tally.matched_truth += 1
+            tally.latencies.append(event["attributes"]["stream_reported_s"] - truth.start_s)
+            break
+    return tallies
+
+
+def run_scenario(case: Case, seed: int, duration: float, out: Path) -> dict[str, Tally]:
+    scene = case.make(seed, duration)
+    name = f"{case.name}-{seed}"
+    clip = render(name, scene, out)
+    events_path = out / f"{name}.events.jsonl"
+    events_path.unlink(missing_ok=True)
+    app = Appliance(scenario_config(case, scene, clip, events_path))
+    app.start()
+    try:
+        app.run(duration=30 * duration)
+    finally:
+        app.stop()
+    events = [json.loads(line) for line in events_path.read_text().splitlines()] if events_path.exists() else []
+    return score(case, case.make(seed, duration), events)
+
+
+def evaluate(cases: list[str], seeds: list[int], duration: float, out: Path) -> dict[str, dict[str, Tally]]:
+    report: dict[str, dict[str, Tally]] = {}
+    for name in cases:
+        case = CASES[name]
+        totals = {kind: Tally() for kind in case.kinds}
+        for seed in seeds:
+            for kind, tally in run_scenario(case, seed, duration, out).items():
+                totals[kind].add(tally)
+        report[name] = totals
+    return report
+
+
+def table(report: dict[str, dict[str, Tally]]) -> Iterator[str]:
+    yield "| scenario | event kind | truth | emitted | precision | recall | start latency p90 | target |"
+    yield "|---|---|---:|---:|---:|---:|---:|---:|"
+    for name, tallies in report.items():
+        grace = CASES[name].grace_s
+        for kind, t in tallies.items():
+            p90 = "–" if t.latency_p90 is None else f"{t.latency_p90:.1f} s"
+            yield (f"| {name} | `{kind}` | {t.truth} | {t.emitted} | {t.precision:.2f} | {t.recall:.2f} | {p90} "
+                   f"| ≤ {grace + 1:.0f} s |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--seeds", default="9500,9501,9502")
+    parser.add_argument("--duration", type=float, default=40.0)
+    parser.add_argument("--out", type=Path, default=REPO / "var" / "eval")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    report = evaluate([c for c in args.cases.split(",") if c], [int(s) for s in args.seeds.split(",")],
+                      args.duration, args.out)
+    for line in table(report):
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps({
+            case: {kind: {"truth": t.truth, "emitted": t.emitted, "precision": t.precision, "recall": t.recall,
+                          "latency_p90_s": t.latency_p90} for kind, t in tallies.items()}
+            for case, tallies in report.items()
+        }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
