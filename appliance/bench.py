@@ -53,6 +53,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead: RTSP cameras offered twice the analyzable rate (or STREAMS of them); "
                              "reports the age of frames when analyzed")
     parser.add_argument("--seconds", type=float, default=30, help="length of the --live run (default 30)")
+    parser.add_argument("--analytics", action="store_true",
+                        help="instead: time tracking + rules + event creation per frame with 30 tracked objects")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
 
 
@@ -316,6 +318,56 @@ def run_live(model: ModelConfig, workers: int, streams: int | None, seconds: flo
     }
 
 
+ANALYTICS_SCENES: dict[str, tuple[list[str], dict[str, Any]]] = {
+    # use case: (labels of the 30 objects, the source's rules)
+    "defects": (["vial", "blister", "tablet", "crack"], {"defects": {"inspection_line": "inspection"}}),
+    "ppe": (["person", "helmet", "mask", "gloves", "gown"], {"ppe": {"wash_zone": "wash", "clean_zone": "clean"}}),
+    "animals": (["rodent", "rearing"], {"animals": {"cage_zone": "cage", "expected_animals": 30},
+                                        "tracker": {"label_groups": [["rodent", "rearing"]]}}),
+}
+
+
+def run_analytics(objects: int = 30, frames: int = 600) -> dict[str, float]:
+    """Per-frame time of tracking + rules + event creation, each use case alone."""
+    from appliance.analytics.assembly import analytics_for
+    from appliance.clock import SystemClock
+    from appliance.events.factory import EventFactory
+    from appliance.metrics import ApplianceMetrics
+    from appliance.types import Detection
+
+    figures = {}
+    rng = np.random.default_rng(0)
+    for use_case, (labels, rules) in ANALYTICS_SCENES.items():
+        config = ApplianceConfig.model_validate({"sources": [{
+            "id": "bench", "uri": "test://ball", "analyze_fps": 5, "rules": rules,
+            "lines": [{"id": "inspection", "points": [[0.5, 0], [0.5, 1]]}],
+            "zones": [{"id": z, "polygon": p} for z, p in (
+                ("wash", [[0, 0.5], [0.3, 0.5], [0.3, 1], [0, 1]]), ("clean", [[0.7, 0.5], [1, 0.5], [1, 1], [0.7, 1]]),
+                ("cage", [[0, 0], [1, 0], [1, 1], [0, 1]]))],
+        }]})
+        events: list[object] = []
+        analytics = analytics_for(config, config.sources[0], EventFactory("bench", "1", SystemClock()),
+                                  events.append, ApplianceMetrics())
+        start = rng.uniform([0, 0], [1800, 1000], (objects, 2))
+        speed = rng.uniform(-8, 8, (objects, 2))
+        label_of = [labels[i % len(labels)] for i in range(objects)]
+        results = []
+        for f in range(frames):
+            xy = (start + f * speed) % [1800, 1000]
+            detections = [Detection(label_of[i], 0.9, (x, y, x + 60, y + 80)) for i, (x, y) in enumerate(xy.tolist())]
+            results.append(FrameResult("bench", f, int(f * 2e8), time.time(), 1920, 1080, detections))
+        for r in results[:50]:
+            analytics.process(r)
+        began = time.perf_counter()
+        for r in results[50:]:
+            analytics.process(r)
+        per_frame = (time.perf_counter() - began) / (frames - 50)
+        figures[use_case] = per_frame * 1000
+        print(f"analytics {use_case:8} {objects} tracked objects: {per_frame * 1000:.3f} ms per frame "
+              f"({len(events)} events)")
+    return figures
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -357,7 +409,9 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"soak: 4 streams for {soak['seconds']:.0f} s at {soak['analyzed_fps']:.1f} analyzed/s; RSS "
               f"{soak['rss_after_warm_up_mib']:.0f} MiB after warm-up, {soak['rss_end_mib']:.0f} MiB at the end "
               f"({soak['rss_growth_percent']:+.1f} %)")
-    if args.live is None and not args.soak:
+    if args.analytics:
+        report["analytics"] = run_analytics()
+    if args.live is None and not args.soak and not args.analytics:
         report.update(_throughput(args, clip, model, fps))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

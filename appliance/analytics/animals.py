@@ -14,16 +14,22 @@ the animals:
   speed along the path, the net displacement and the spread of the centre around
   its mean (shaking goes back and forth in place: much path, little net displacement);
 - grooming over ``grooming_window_s``: the box's jitter (RMS deviation of its edges
-  from their mean) while the animal stays where it is;
+  from their mean, and the median step of its edges) while the animal stays;
 - distance travelled: the centre, averaged over ``speed_window_s``, drags an anchor
   point once it is more than ``still_deadband_bl`` away from it, and each such move
   adds its length: jitter below the dead band is neither distance nor movement.
 
 The behaviour of a frame is, by priority: ``rearing`` (the detector's label),
-``seizure_like``, ``hyperactive``, ``grooming``, ``immobile`` (slow and nothing
-else), else ``moving``. An animal is immobile since its anchor last moved or it last
-did something else; ``animal.immobile`` starts once that lasted ``immobile_after_s``
-and is dated back to that moment.
+``seizure_like``, ``hyperactive``, ``grooming``, ``immobile`` (slow), else ``moving``.
+An animal is immobile since the first of its recent positions (median-filtered over
+three frames) within the dead band of where it is now, or since it last did something
+else; ``animal.immobile`` starts once that lasted ``immobile_after_s`` and is dated
+back to that moment. Episodes (``animal.immobile``, ``.hyperactive``, ``.seizure_like``
+as warnings; ``.rearing``, ``.grooming`` as info) start, and end after
+``episode_end_after_s`` without the condition, through ``EpisodeTracker``.
+``animal.missing`` counts the animals whose centre is in the cage zone;
+``animal.activity_summary`` is a point finding (phase ``start`` with its end time)
+every ``summary_interval_s``.
 
 Trackers lose fast animals at low analysis rates (an animal that moves a body length
 between analyzed frames no longer overlaps its predicted box and comes back under a
@@ -35,22 +41,29 @@ budget. Findings carry the animal's current track id.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from appliance.analytics.base import Finding, FrameView, TimingSettings
 from appliance.analytics.geometry import Zone
 from appliance.analytics.lifecycle import EpisodeTracker, Timing, Transition
 from appliance.config.base import Strict
-from appliance.tracking.tracker import iou_matrix
 from appliance.types import Box, Track
 
 STATES = ("moving", "immobile", "rearing", "grooming", "hyperactive", "seizure_like")
 MOVING, IMMOBILE, REARING, GROOMING, HYPERACTIVE, SEIZURE = range(len(STATES))
+
+# Per-animal values, one row per slot: body length (pixels), whether it was measured on a box
+# the frame's edge did not cut, the anchor (x, y), immobile since, state, distance (pixels, body lengths).
+_BODY, _MEASURED, _ANCHOR, _SINCE, _STATE, _DIST_PX, _DIST_BL = 0, 1, slice(2, 4), 4, 5, 6, 7
+_NVALUES = 8
+_NEVER = -1e18  # the stream time of ring entries not written yet (finite: it is multiplied by 0)
+_NEW_VALUES = np.array([0.0, 0.0, np.nan, np.nan, 0.0, MOVING, 0.0, 0.0])
 
 PositiveSeconds = Annotated[float, Field(gt=0.0, le=86_400.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
@@ -62,7 +75,7 @@ class AnimalSettings(Strict):
     Distances are in body lengths (``_bl``), speeds in body lengths per second."""
 
     labels: Annotated[list[str], Field(min_length=1)] = ["rodent", "rearing"]
-    rearing_label: str = "rearing"
+    rearing_label: str = "rearing"  # one of labels; a detector without it never reports rearing
     cage_zone: str | None = None  # animals count as in the cage while their box centre is in it
     expected_animals: Annotated[int, Field(ge=1, le=1000)] | None = None  # None: no animal.missing
 
@@ -85,7 +98,7 @@ class AnimalSettings(Strict):
     seizure_after_s: NonNegative = 1.0
 
     grooming_window_s: PositiveSeconds = 1.2
-    grooming_min_jitter_bl: NonNegative = 0.012  # keep above the detector's box noise on a still animal
+    grooming_min_jitter_bl: NonNegative = 0.02  # keep above the detector's box noise on a still animal
     grooming_max_jitter_bl: NonNegative = 0.08
     grooming_min_step_bl: NonNegative = 0.005  # the median step of the box's edges: it keeps moving
     grooming_max_net_bl: NonNegative = 0.15
@@ -99,6 +112,14 @@ class AnimalSettings(Strict):
     forget_after_s: PositiveSeconds = 10.0  # an animal unseen this long is forgotten
 
     summary_interval_s: PositiveSeconds = 3600.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AnimalSettings:
+        if self.hyperactive_speed <= self.immobile_speed:
+            raise ValueError("hyperactive_speed must be above immobile_speed")
+        if self.grooming_max_jitter_bl < self.grooming_min_jitter_bl:
+            raise ValueError("grooming_max_jitter_bl must not be below grooming_min_jitter_bl")
+        return self
 
 
 @dataclass
@@ -144,6 +165,7 @@ class AnimalRules:
             "animal.grooming": (EpisodeTracker(Timing(s.behaviour_min_s, end)), "info"),
         }
         self._missing = EpisodeTracker(s.missing_timing.timing())
+        self._zone_edges: tuple[Zone, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._reset()
 
     # ------------------------------------------------------------------ state
@@ -158,33 +180,25 @@ class AnimalRules:
         self._retired: list[_Retired] = []
         self._missing_track: int | None = None
         self._last_t: float | None = None
+        self._frames: deque[float] = deque(maxlen=self.settings.history_frames)  # the stream's recent frame times
         self._interval_start: float | None = None
         for tracker, _ in self._episodes.values():
             tracker.close_all()
         self._missing.close_all()
 
     def _grow(self, extra: int) -> None:
-        """Adds ``extra`` slots to every per-animal array (and creates them on reset)."""
+        """Adds ``extra`` slots to the per-animal arrays (and makes them on reset)."""
         n, old = self.settings.history_frames, self._slots
         size = old + extra
-
-        def grown(name: str, shape: tuple[int, ...], fill: float, dtype: type = np.float64) -> None:
-            array = np.full((size, *shape), fill, dtype=dtype)
-            if old:
-                array[:old] = getattr(self, name)
-            setattr(self, name, array)
-
-        grown("_times", (n,), -np.inf)  # ring buffers: stream time and box of each analyzed frame
-        grown("_boxes", (n, 4), 0.0)
-        grown("_heads", (), 0, np.int64)  # where the next frame goes
-        grown("_body", (), 0.0)  # body length, pixels
-        grown("_body_measured", (), False, np.bool_)
-        grown("_anchor", (2,), np.nan)
-        grown("_since", (), 0.0)  # immobile since
-        grown("_state", (), MOVING, np.int64)
-        grown("_seconds", (len(STATES),), 0.0)  # this summary interval
-        grown("_dist_px", (), 0.0)
-        grown("_dist_bl", (), 0.0)
+        ring = np.zeros((5, size, n))  # per analyzed frame: stream time, box; planes of [slot, entry]
+        ring[0] = _NEVER
+        heads = np.zeros(size, dtype=np.int64)  # where the next frame goes
+        values = np.zeros((size, _NVALUES))
+        seconds = np.zeros((size, len(STATES)))  # in each state, this summary interval
+        if old:
+            ring[:, :old], heads[:old] = self._ring, self._heads
+            values[:old], seconds[:old] = self._values, self._seconds
+        self._ring, self._heads, self._values, self._seconds = ring, heads, values, seconds
         self._slots = size
 
     def _new_slot(self) -> int:
@@ -193,14 +207,10 @@ class AnimalRules:
             self._grow(old)
             self._free = list(range(self._slots - 1, old - 1, -1))
         slot = self._free.pop()
-        self._times[slot] = -np.inf
+        self._ring[0, slot] = _NEVER
         self._heads[slot] = 0
-        self._body[slot] = 0.0
-        self._body_measured[slot] = False
-        self._anchor[slot] = np.nan
-        self._state[slot] = MOVING
+        self._values[slot] = _NEW_VALUES
         self._seconds[slot] = 0.0
-        self._dist_px[slot] = self._dist_bl[slot] = 0.0
         return slot
 
     # ------------------------------------------------------------------ Rules
@@ -221,7 +231,7 @@ class AnimalRules:
             animals = self._animals_for(tracks, measured, t)
             self._behave(animals, measured, view, t, dt, active)
             zone = view.zones.get(s.cage_zone) if s.cage_zone is not None else None
-            self._update_zone(animals, zone, t)
+            self._update_zone(animals, measured, zone, t)
 
         findings: list[Finding] = []
         for kind, (tracker, severity) in self._episodes.items():
@@ -245,15 +255,19 @@ class AnimalRules:
     # ------------------------------------------------------------------ per frame
 
     def _measured_boxes(self, view: FrameView, tracks: list[Track]) -> np.ndarray:
-        """The detector's box for each track where one overlaps it well, else the track's
-        (Kalman-smoothed) box: jitter and shaking are measured on what was seen."""
+        """The detector's box for each track (the nearest detection, centre within a quarter of the
+        track box's long side), else the track's Kalman-smoothed box: jitter and shaking are measured
+        on what was seen."""
         boxes = np.array([tr.box for tr in tracks], dtype=np.float64)
         detections = [d.box for d in view.result.detections if d.label in self._labels]
         if detections:
             found = np.array(detections, dtype=np.float64)
-            iou = iou_matrix(boxes, found)
-            best = iou.argmax(axis=1)
-            good = iou[np.arange(len(boxes)), best] >= 0.3
+            dx = (boxes[:, None, 0] + boxes[:, None, 2]) - (found[None, :, 0] + found[None, :, 2])
+            dy = (boxes[:, None, 1] + boxes[:, None, 3]) - (found[None, :, 1] + found[None, :, 3])
+            distance = dx * dx + dy * dy  # (2 x centre distance) squared
+            best = distance.argmin(axis=1)
+            reach = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2
+            good = distance[np.arange(len(boxes)), best] <= reach * reach
             boxes[good] = found[best[good]]
         return boxes
 
@@ -279,7 +293,7 @@ class AnimalRules:
                 centre = (boxes[i, :2] + boxes[i, 2:]) / 2
                 for a in lost:
                     distance = float(np.hypot(*(centre - self._last_centre(a))))
-                    if distance <= s.stitch_radius_bl * max(float(self._body[a.slot]), 1.0):
+                    if distance <= s.stitch_radius_bl * max(float(self._values[a.slot, _BODY]), 1.0):
                         pairs.append((distance, i, a))
             taken: set[int] = set()
             for _, i, a in sorted(pairs, key=lambda p: p[0]):
@@ -304,125 +318,156 @@ class AnimalRules:
 
     def _last_centre(self, a: _Animal) -> np.ndarray:
         """Where the animal was last seen (its newest box centre)."""
-        n = self.settings.history_frames
-        box = self._boxes[a.slot, (self._heads[a.slot] - 1) % n]
+        box = self._ring[1:, a.slot, (self._heads[a.slot] - 1) % self.settings.history_frames]
         return (box[:2] + box[2:]) / 2
 
     def _behave(self, animals: list[_Animal], boxes: np.ndarray, view: FrameView, t: float, dt: float,
                 active: dict[str, dict[Hashable, dict[str, Any]]]) -> None:
-        """Measures every animal at once, decides its behaviour and collects the episodes' conditions."""
+        """Measures every animal at once, decides its behaviour and collects the episodes' conditions.
+
+        Arrays are planes of [animal, entry] (sums over entries are matrix products with ones,
+        which numpy does far faster than reductions over small axes)."""
         s = self.settings
         n = s.history_frames
         slots = np.array([a.slot for a in animals])
         k = len(slots)
         rows = np.arange(k)
+        values = self._values[slots]
 
-        # ring buffers, then each animal's history oldest first
+        # ring buffers; then each animal's newest entries, oldest first: as many as the stream
+        # analyzed in the longest window (a dozen at usual rates)
         heads = self._heads[slots]
-        self._times[slots, heads] = t
-        self._boxes[slots, heads] = boxes
+        self._ring[0, slots, heads] = t
+        self._ring[1:, slots, heads] = boxes.T
         heads = (heads + 1) % n
         self._heads[slots] = heads
-        # only as much history as the longest window holds (a few entries at usual rates)
-        longest = max(s.speed_window_s, s.seizure_window_s, s.grooming_window_s)
-        held = int((self._times[slots] >= t - longest - 1e-6).sum(axis=1).max())
-        flat = slots[:, None] * n + (heads[:, None] + np.arange(n - max(held, 3), n)[None, :]) % n
-        times = self._times.reshape(-1)[flat]
-        hist = self._boxes.reshape(-1, 4)[flat]
-        centres = (hist[:, :, :2] + hist[:, :, 2:]) / 2
-        now = centres[:, -1]
+        self._frames.append(t)
+        oldest = t - max(s.speed_window_s, s.seizure_window_s, s.grooming_window_s) - 1e-6
+        held = max(sum(1 for f in self._frames if f >= oldest), 3)
+        planes = self._ring.reshape(5, -1)[:, slots[:, None] * n + (heads[:, None] + np.arange(n - held, n)) % n]
+        times, edges = planes[0], planes[1:]  # [k, held], [4, k, held]
+        centres = (edges[:2] + edges[2:]) / 2  # [2, k, held]
+        now = centres[:, :, -1]
+        steps = np.diff(centres, axis=2)
+        step_lengths = np.hypot(steps[0], steps[1])  # [k, held - 1]
+        ones, ones_steps = np.ones(held), np.ones(held - 1)
 
         # body length: the box's long side, smoothed; not while rearing or cut by the frame's edge
         long_side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        body = self._body[slots]
+        body = values[:, _BODY]
         rearing = np.array([a.label == s.rearing_label for a in animals])
         width, height = view.result.width, view.result.height
         cut = (boxes[:, 0] <= 1) | (boxes[:, 1] <= 1) | (boxes[:, 2] >= width - 1) | (boxes[:, 3] >= height - 1)
-        measured = self._body_measured[slots]  # from a box the frame's edge did not cut
+        measured = values[:, _MEASURED] > 0  # from a box the frame's edge did not cut
         body = np.where((body <= 0) | (~measured & ~cut), long_side,
                         np.where(rearing | cut, body, body + 0.1 * (long_side - body)))
-        self._body[slots] = body
-        self._body_measured[slots] = measured | ~cut
+        values[:, _BODY] = body
+        values[:, _MEASURED] = measured | ~cut
         bl = np.maximum(body, 1.0)
 
-        def window(seconds: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            inside = times >= t - seconds - 1e-6
-            first = np.argmax(inside, axis=1)  # the newest entry is always inside
-            return inside, first, t - times[rows, first]
+        def window(seconds: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            """The entries in the last ``seconds`` (1.0 or 0.0), how many, the first of them, its age."""
+            inside = (times >= t - seconds - 1e-6).astype(np.float64)
+            count = inside @ ones  # the newest entry is always inside
+            first = held - count.astype(np.int64)
+            return inside, count, first, t - times[rows, first]
 
-        # speed, and the centre averaged over the same window (it stands for the window's middle)
-        inside, first, span = window(s.speed_window_s)
-        count = inside.sum(axis=1)
-        speed = np.hypot(*(now - centres[rows, first]).T) / np.maximum(span, 1e-9) / bl
-        smooth = (centres * inside[:, :, None]).sum(axis=1) / count[:, None]
-        smooth_t = (np.where(inside, times, 0.0)).sum(axis=1) / count
-        steps = np.diff(centres, axis=1)
-        step_lengths = np.hypot(steps[..., 0], steps[..., 1])
+        # speed, and the centre averaged over the same window;
         # fast animals turn often: how fast they go is the speed along their path
-        path_speed = np.where(inside[:, :-1], step_lengths, 0.0).sum(axis=1) / np.maximum(span, 1e-9) / bl
+        inside, count, first, span = window(s.speed_window_s)
+        span = np.maximum(span, 1e-9)
+        away = now - centres[:, rows, first]
+        speed = np.hypot(away[0], away[1]) / span / bl
+        smooth = (centres * inside) @ ones / count  # [2, k]
+        path_speed = (step_lengths * inside[:, :-1]) @ ones_steps / span / bl
 
-        # seizure-like: many reversals with big steps, much path, little net displacement
-        inside, first, span = window(s.seizure_window_s)
-        lengths = np.where(inside[:, :-1], step_lengths, 0.0)
-        big = lengths >= np.maximum(s.seizure_min_step_bl * bl, 1e-9)[:, None]
-        reversed_ = ((steps[:, 1:] * steps[:, :-1]).sum(axis=2) < 0) & big[:, 1:] & big[:, :-1]
+        # seizure-like: much path but little net displacement (checked first: it rules out walkers),
+        # many reversals with big steps, and the centre stays close to its mean
+        inside, count, first, span = window(s.seizure_window_s)
         long_enough = span >= 0.5 * s.seizure_window_s
-        per_s = np.where(long_enough, reversed_.sum(axis=1) / np.maximum(span, 1e-9), 0.0)
-        shaking = np.where(long_enough, lengths.sum(axis=1) / np.maximum(span, 1e-9), 0.0) / bl
-        net = np.hypot(*(now - centres[rows, first]).T) / bl
-        count = inside.sum(axis=1)
-        mean = (centres * inside[:, :, None]).sum(axis=1) / count[:, None]
-        spread = np.sqrt((((centres - mean[:, None, :]) ** 2).sum(axis=2) * inside).sum(axis=1) / count) / bl
-        first_reversal = times[rows, np.argmax(reversed_, axis=1)]  # the first step of the first reversal
-        seizure = ((per_s >= s.seizure_min_reversals_per_s) & (shaking >= s.seizure_min_path_speed)
-                   & (net <= s.seizure_max_net_bl) & (spread <= s.seizure_max_spread_bl))
+        span = np.maximum(span, 1e-9)
+        lengths = step_lengths * inside[:, :-1]
+        shaking = np.where(long_enough, lengths @ ones_steps / span / bl, 0.0)
+        away = now - centres[:, rows, first]
+        net = np.hypot(away[0], away[1]) / bl
+        seizure = (shaking >= s.seizure_min_path_speed) & (net <= s.seizure_max_net_bl) & ~cut
+        per_s = spread = first_reversal = np.zeros(k)
+        if seizure.any():
+            big = lengths >= np.maximum(s.seizure_min_step_bl * bl, 1e-9)[:, None]
+            turned = steps[0, :, 1:] * steps[0, :, :-1] + steps[1, :, 1:] * steps[1, :, :-1] < 0
+            reversed_ = turned & big[:, 1:] & big[:, :-1]
+            per_s = reversed_.sum(axis=1) / span
+            mean = (centres * inside) @ ones / count
+            spread = np.sqrt((((centres - mean[:, :, None]) ** 2).sum(axis=0) * inside) @ ones / count) / bl
+            first_reversal = times[rows, np.argmax(reversed_, axis=1)]  # the first step of the first reversal
+            seizure &= (per_s >= s.seizure_min_reversals_per_s) & (spread <= s.seizure_max_spread_bl)
 
-        # grooming: the box jitters, the animal stays
-        inside, first, span = window(s.grooming_window_s)
-        count = inside.sum(axis=1)
-        mean_box = (hist * inside[:, :, None]).sum(axis=1) / count[:, None]
-        jitter = np.sqrt((((hist - mean_box[:, None, :]) ** 2).sum(axis=2) * inside).sum(axis=1) / (4 * count)) / bl
-        # ... and keeps jittering: the median step of its edges, which one settling movement does not raise
-        edge_steps = np.where(inside[:, :-1, None], np.abs(np.diff(hist, axis=1)), np.inf).reshape(k, -1)
-        edge_steps.sort(axis=1)
-        typical = edge_steps[rows, np.maximum(4 * (count - 1) - 1, 0) // 2] / bl
-        stays = np.hypot(*(now - centres[rows, first]).T) / bl <= s.grooming_max_net_bl
-        grooming = ((span >= 0.5 * s.grooming_window_s) & stays & (speed < s.immobile_speed)
-                    & (jitter >= s.grooming_min_jitter_bl) & (jitter <= s.grooming_max_jitter_bl)
-                    & (typical >= s.grooming_min_step_bl))
+        # grooming: the box jitters, and keeps jittering (the median step of its edges, which one
+        # settling movement does not raise), while the animal stays; only for animals that stay
+        grooming = jitter = np.zeros(k)
+        inside, count, first, span = window(s.grooming_window_s)
+        away = now - centres[:, rows, first]
+        candidates = ((speed < s.immobile_speed) & (span >= 0.5 * s.grooming_window_s) & ~cut
+                      & (np.hypot(away[0], away[1]) <= s.grooming_max_net_bl * bl))
+        if candidates.any():
+            mean = (edges * inside) @ ones / count
+            jitter = np.sqrt((((edges - mean[:, :, None]) ** 2).sum(axis=0) * inside) @ ones / (4 * count)) / bl
+            edge_steps = np.where(inside[:, :-1] > 0, np.abs(np.diff(edges, axis=2)), np.inf)
+            edge_steps = edge_steps.transpose(1, 0, 2).reshape(k, -1)
+            edge_steps.sort(axis=1)
+            typical = edge_steps[rows, np.maximum(4 * (count.astype(np.int64) - 1) - 1, 0) // 2] / bl
+            grooming = (candidates & (jitter >= s.grooming_min_jitter_bl) & (jitter <= s.grooming_max_jitter_bl)
+                        & (typical >= s.grooming_min_step_bl))
 
-        # a box cut by the frame's edge grows and shrinks as the animal crosses it: no motion from it
+        # by priority; a box cut by the frame's edge grows and shrinks as the animal crosses it: no motion from it
         state = np.where(speed < s.immobile_speed, IMMOBILE, MOVING)
-        state[grooming & ~cut] = GROOMING
+        state[grooming > 0] = GROOMING
         state[(path_speed >= s.hyperactive_speed) & ~cut] = HYPERACTIVE
-        state[seizure & ~cut] = SEIZURE
+        state[seizure] = SEIZURE
         state[rearing] = REARING
 
-        # the anchor: distance travelled and the immobility clock
-        anchor = self._anchor[slots]
+        # distance travelled: the averaged centre drags an anchor along, jitter below the dead band does not
+        deadband = s.still_deadband_bl * bl
+        anchor = values[:, _ANCHOR]
         new = np.isnan(anchor[:, 0])
-        anchor = np.where(new[:, None], smooth, anchor)
+        smooth = smooth.T
+        anchor[new] = smooth[new]
         moved = np.hypot(*(smooth - anchor).T)
-        drag = moved > s.still_deadband_bl * bl
-        self._anchor[slots] = np.where(drag[:, None], smooth, anchor)
-        self._dist_px[slots] += np.where(drag, moved, 0.0)
-        self._dist_bl[slots] += np.where(drag, moved / bl, 0.0)
-        before = np.where(new, smooth_t, self._since[slots])  # immobile since, before this frame
-        busy = state >= REARING  # rearing, grooming, hyperactive, seizure-like
-        since = np.where(busy, t, np.where(drag, np.maximum(before, smooth_t), before))
-        self._since[slots] = since
-        previous = np.where(new, -1, self._state[slots])
-        self._state[slots] = state
+        drag = moved > deadband
+        anchor[drag] = smooth[drag]
+        values[:, _DIST_PX] += np.where(drag, moved, 0.0)
+        values[:, _DIST_BL] += np.where(drag, moved / bl, 0.0)
+
+        # the immobility clock: the animal has stayed since the first of its newest positions that lie within
+        # the dead band of where it is now (positions median-filtered over three frames: one wild box does not
+        # restart the clock); doing something restarts it too
+        x, y = centres
+        mx = np.maximum(np.minimum(x[:, :-2], x[:, 1:-1]), np.minimum(np.maximum(x[:, :-2], x[:, 1:-1]), x[:, 2:]))
+        my = np.maximum(np.minimum(y[:, :-2], y[:, 1:-1]), np.minimum(np.maximum(y[:, :-2], y[:, 1:-1]), y[:, 2:]))
+        far = ((mx - mx[:, -1:]) ** 2 + (my - my[:, -1:]) ** 2 > (deadband ** 2)[:, None]) & (times[:, 1:-1] > oldest)
+        settled = times[rows, held - 1 - np.argmax(far[:, ::-1], axis=1)]  # the position after the last far one
+        before = np.where(new, t, values[:, _SINCE])  # immobile since, before this frame
+        busy = state >= REARING  # rearing, grooming, hyperactive, seizure-like ...
+        for i in np.flatnonzero(busy & (state <= GROOMING)).tolist():
+            # ... where rearing and grooming are confirmed bouts, not a flickering label or one wild box
+            episode = self._episodes[f"animal.{STATES[state[i]]}"][0].open.get(animals[i].serial)
+            busy[i] = episode is not None and episode.started
+        since = np.where(busy, t, np.where(far.any(axis=1), np.maximum(before, settled), before))
+        values[:, _SINCE] = since
+        previous = np.where(new, -1, values[:, _STATE])
+        values[:, _STATE] = state
+        self._values[slots] = values
         self._seconds[slots, state] += dt
 
         # the episodes' conditions: few animals are in an eventful state at a time
-        eventful = np.flatnonzero(busy | ((state == IMMOBILE) & (t - since >= s.immobile_after_s)))
-        if not len(eventful):
-            for animal in animals:
-                animal.last_seen = t
+        for animal in animals:
+            animal.last_seen = t
+        eventful = np.flatnonzero((state >= REARING) | ((state == IMMOBILE) & (t - since >= s.immobile_after_s)))
+        eventful = eventful.tolist()
+        if not eventful:
             return
         codes, prior, since_l, before_l = state.tolist(), previous.tolist(), since.tolist(), before.tolist()
-        for i in eventful.tolist():
+        for i in eventful:
             a = animals[i]
             code = codes[i]
             base: dict[str, Any] = {"track_id": a.track_id, "box": a.box}
@@ -432,29 +477,36 @@ class AnimalRules:
                 continue
             kind = f"animal.{STATES[code]}"
             if code != prior[i] and a.serial not in self._episodes[kind][0].open:
-                # a new bout: grooming began when the animal settled, shaking with its first reversal
-                # (no further back than the window that shows it)
+                # a new bout: grooming began when the animal settled, shaking with its first
+                # reversal (no further back than the window that shows it)
                 a.onset[kind] = {GROOMING: max(before_l[i], t - s.grooming_window_s),
-                                 SEIZURE: float(first_reversal[i])}.get(code, t)
+                                 SEIZURE: max(float(first_reversal[i]), t - s.seizure_window_s)}.get(code, t)
             payload = {**base, "since": min(a.onset.get(kind, t), t)}
             if code == HYPERACTIVE:
                 payload["speed_bl_s"] = round(float(path_speed[i]), 2)
             elif code == SEIZURE:
-                payload.update(reversals_per_s=round(float(per_s[i]), 2),
-                               path_speed_bl_s=round(float(shaking[i]), 2),
+                payload.update(reversals_per_s=round(float(per_s[i]), 2), path_speed_bl_s=round(float(shaking[i]), 2),
                                net_bl=round(float(net[i]), 2), spread_bl=round(float(spread[i]), 3))
             elif code == GROOMING:
                 payload["jitter_bl"] = round(float(jitter[i]), 3)
             active[kind][a.serial] = payload
-        for animal in animals:
-            animal.last_seen = t
 
-    def _update_zone(self, animals: list[_Animal], zone: Zone | None, t: float) -> None:
+    def _update_zone(self, animals: list[_Animal], boxes: np.ndarray, zone: Zone | None, t: float) -> None:
         if zone is None:
             inside = [True] * len(animals)
         else:
-            boxes = np.array([a.box for a in animals], dtype=np.float64)
-            inside = zone.contains((boxes[:, :2] + boxes[:, 2:]) / 2).tolist()
+            if self._zone_edges is None or self._zone_edges[0] is not zone:
+                x1, y1 = zone.polygon[:, 0], zone.polygon[:, 1]
+                x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
+                flat = y2 == y1  # horizontal edges never straddle a point's row
+                slope = np.where(flat, 0.0, (x2 - x1) / np.where(flat, 1.0, y2 - y1))
+                self._zone_edges = (zone, x1, y1, y2, slope)
+            _, x1, y1, y2, slope = self._zone_edges
+            x = (boxes[:, 0:1] + boxes[:, 2:3]) / 2
+            y = (boxes[:, 1:2] + boxes[:, 3:4]) / 2
+            # even-odd rule, as Zone.contains, with the polygon's edges prepared once
+            straddles = (y1 > y) != (y2 > y)
+            inside = (np.count_nonzero(straddles & (x < x1 + (y - y1) * slope), axis=1) % 2 == 1).tolist()
         for animal, flag in zip(animals, inside):
             animal.in_zone = flag
             if flag:
@@ -514,7 +566,7 @@ class AnimalRules:
                 del self._by_track[animal.track_id]
             slot = animal.slot
             self._retired.append(_Retired(animal.track_id, animal.last_seen, self._seconds[slot].copy(),
-                                          float(self._dist_px[slot]), float(self._dist_bl[slot])))
+                                          float(self._values[slot, _DIST_PX]), float(self._values[slot, _DIST_BL])))
             self._free.append(slot)
 
     def _summary(self, t: float, partial: bool = False) -> Finding:
@@ -525,10 +577,10 @@ class AnimalRules:
         rows = [(r.track_id, r.last_seen, r.seconds, r.distance_px, r.distance_bl) for r in self._retired]
         for a in sorted(self._animals.values(), key=lambda a: a.serial):
             slot = a.slot
-            rows.append((a.track_id, a.last_seen, self._seconds[slot].copy(), float(self._dist_px[slot]),
-                         float(self._dist_bl[slot])))
+            rows.append((a.track_id, a.last_seen, self._seconds[slot].copy(), float(self._values[slot, _DIST_PX]),
+                         float(self._values[slot, _DIST_BL])))
             self._seconds[slot] = 0.0
-            self._dist_px[slot] = self._dist_bl[slot] = 0.0
+            self._values[slot, _DIST_PX] = self._values[slot, _DIST_BL] = 0.0
         entries = []
         for track_id, last_seen, seconds, distance_px, distance_bl in rows:
             seen = float(seconds.sum())

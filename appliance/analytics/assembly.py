@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from appliance.analytics.animals import AnimalRules
 from appliance.analytics.base import Rules
 from appliance.analytics.defects import DefectRules
 from appliance.analytics.stream import EventSink, StreamAnalytics
@@ -31,6 +32,8 @@ def rules_for(source: SourceConfig, metrics: ApplianceMetrics) -> list[Rules]:
     configured = source.rules
     if configured.defects is not None:
         rules.append(DefectRules(configured.defects, source.id, metrics))
+    if configured.animals is not None:
+        rules.append(AnimalRules(configured.animals, source.id))
     return rules
 
 

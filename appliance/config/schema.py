@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from appliance.analytics.animals import AnimalSettings
 from appliance.analytics.defects import DefectSettings
 from appliance.config.base import Identifier, Strict
 
@@ -133,10 +134,12 @@ class RulesConfig(Strict):
 
     tracker: TrackerConfig = TrackerConfig()
     defects: DefectSettings | None = None
+    animals: AnimalSettings | None = None
 
     def use_cases(self) -> list[tuple[str, Strict]]:
         """The configured rule settings, by use case."""
-        return [(name, value) for name, value in (("defects", self.defects),) if value is not None]
+        return [(name, value) for name, value in (("defects", self.defects), ("animals", self.animals))
+                if value is not None]
 
     def zone_references(self) -> list[tuple[tuple[str, ...], str]]:
         """(key path below ``rules``, zone id) for every zone a rule names."""
