@@ -5,6 +5,7 @@ from __future__ import annotations
 from appliance.analytics.animals import AnimalRules
 from appliance.analytics.base import Rules
 from appliance.analytics.defects import DefectRules
+from appliance.analytics.ppe import PpeRules
 from appliance.analytics.stream import EventSink, StreamAnalytics
 from appliance.config.schema import ApplianceConfig, SourceConfig
 from appliance.events.factory import EventFactory
@@ -32,6 +33,8 @@ def rules_for(source: SourceConfig, metrics: ApplianceMetrics) -> list[Rules]:
     configured = source.rules
     if configured.defects is not None:
         rules.append(DefectRules(configured.defects, source.id, metrics))
+    if configured.ppe is not None:
+        rules.append(PpeRules(configured.ppe, source.id))
     if configured.animals is not None:
         rules.append(AnimalRules(configured.animals, source.id))
     return rules

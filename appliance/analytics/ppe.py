@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from scipy.optimize import linear_sum_assignment
 
 from appliance.analytics.base import Finding, FrameView, TimingSettings
-from appliance.analytics.geometry import anchor_points
+from appliance.analytics.geometry import Zone, anchor_points
 from appliance.analytics.lifecycle import EpisodeTracker, Transition
 from appliance.config.base import Strict
 from appliance.types import Detection, Track
@@ -41,10 +41,14 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 _HEAD, _TORSO, _HAND, _OTHER = 0, 1, 2, 3
 # Where in a person's box each kind of item is expected: on the box's vertical centre line, at this fraction
 # of the box's height from its top. Offsets count in units of the box's height (a person's width changes
-# with pose and swinging arms, the height much less).
+# with pose and swinging arms, the height much less); a sideways offset counts less for hands, which may be
+# anywhere across the body: for them, the height in the box is what tells a near and a far person apart.
 _EXPECTED_Y = np.array([0.12, 0.4, 0.55, 0.5])
+_X_WEIGHT = np.array([1.0, 1.0, 0.1, 1.0])
+_OUTSIDE_COST = 0.2  # added per share of the item's box outside the person's box
 _EPS = 1e-6
 _NO_FIT = 1e9
+_EDGE = 0.01  # a box this close to the frame's border (fraction of its size) touches it
 
 
 class PpeSettings(Strict):
@@ -62,6 +66,9 @@ class PpeSettings(Strict):
     wash_zone: str | None = None
     clean_zone: str | None = None
     min_wash_s: Annotated[float, Field(ge=0.0)] = 3.0  # least continuous stay at the wash station before the clean zone
+    # A person first seen inside the clean zone with the box at the frame's edge walked in from outside the
+    # view: an entry (except in the stream's first frame). A person first seen inside away from the edges is not.
+    entry_from_edge: bool = True
     fire_labels: list[str] = ["fire", "smoke"]  # each makes ``<label>.detected`` events
     fire_timing: TimingSettings = TimingSettings(start_after_s=1.0, end_after_s=3.0)
     # Geometry of association, as fractions of the person's box.
@@ -99,6 +106,32 @@ class _Person:
     in_clean: bool | None = None  # None: not seen yet
 
 
+class _ZoneTable:
+    """All zones' edges in one table: which zones each point lies in, in one pass (the even-odd rule of
+    ``Zone.contains``, for every zone at once)."""
+
+    def __init__(self, zones: Mapping[str, Zone]) -> None:
+        self.zones = zones
+        self.ids = list(zones)
+        starts = [zone.polygon for zone in zones.values()]
+        edges = np.concatenate([np.concatenate([a, np.roll(a, -1, axis=0)], axis=1) for a in starts]
+                               ) if starts else np.zeros((0, 4))
+        self._x1, self._y1, self._x2, self._y2 = (edges[:, k][None, :] for k in range(4))
+        rise = self._y2 - self._y1
+        flat = rise == 0  # never straddles a point's height
+        self._slope = np.where(flat, 0.0, (self._x2 - self._x1) / np.where(flat, 1.0, rise))
+        owner = np.repeat(np.arange(len(starts)), [len(a) for a in starts])
+        self._onehot = np.zeros((len(edges), len(starts)))
+        self._onehot[np.arange(len(edges)), owner] = 1.0
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """[K, 2] points → [K, zones] bool."""
+        x, y = points[:, 0:1], points[:, 1:2]
+        straddles = (self._y1 > y) != (self._y2 > y)
+        crossed = straddles & (x < self._x1 + (y - self._y1) * self._slope)
+        return (crossed @ self._onehot).astype(np.int64) % 2 == 1
+
+
 class PpeRules:
     """The ``Rules`` of the ppe / safety use case for one stream."""
 
@@ -124,14 +157,24 @@ class PpeRules:
         if s.improper_label is not None:
             self._labels[s.improper_label] = (index[s.improper_item], kind(s.improper_label), True)
         self._capacity = np.array([2 if kind(item) == _HAND else 1 for item in items])  # how many one person wears
+        # Per kind of item: the heights (box heights from the top) its centre may lie between.
+        self._low = np.full(4, -s.margin)
+        self._high = np.array([s.head_fraction, 1.0 + s.margin, 1.0 + s.margin, 1.0 + s.margin])
+        self._expected_y, self._x_weight = _EXPECTED_Y, _X_WEIGHT
         self._fire_labels = list(s.fire_labels)
         self._missing = EpisodeTracker(s.timing.timing())
         self._improper = EpisodeTracker(s.timing.timing())
         self._fire = EpisodeTracker(s.fire_timing.timing())
         self._people: dict[int, _Person] = {}
         self._last_t: float | None = None
+        self._previous_t: float | None = None  # the stream's previous analyzed frame
+        self._first_frame = True
         self._frame_s = 0.0  # the interval between analyzed frames, as last seen
         self._warned_zones = False
+        self._zone_table: _ZoneTable | None = None
+        self._required_columns: list[tuple[int, np.ndarray]] = []
+        self._wash_column: int | None = None
+        self._clean_column: int | None = None
 
     # ------------------------------------------------------------------ the Rules protocol
 
@@ -139,6 +182,8 @@ class PpeRules:
         t = view.t
         if self._last_t is not None and t > self._last_t:
             self._frame_s = t - self._last_t
+        self._first_frame = self._last_t is None
+        self._previous_t = self._last_t
         self._last_t = t
         if not self._warned_zones:
             self._warned_zones = True
@@ -183,37 +228,35 @@ class PpeRules:
     def _associate(self, persons: np.ndarray, items: list[tuple[Detection, int, int, bool]]
                    ) -> tuple[np.ndarray, np.ndarray]:
         """[P, items] which items each person wears in this frame; [P] which wear one wrongly."""
-        s = self.settings
         count = len(persons)
         present = np.zeros((count, len(self._items)), dtype=bool)
         improper = np.zeros(count, dtype=bool)
         if count == 0 or not items:
             return present, improper
         ib = np.array([i[0].box for i in items], dtype=np.float64)
-        item_index = np.array([i[1] for i in items])
-        kind = np.array([i[2] for i in items])
-        wrong = np.array([i[3] for i in items])
+        spec = np.array([i[1:] for i in items], dtype=np.int64)
+        item_index, kind, wrong = spec[:, 0], spec[:, 1], spec[:, 2].astype(bool)
+        # Item centres in each person's frame: (u, v) from the top centre of the box, in box heights.
         x1, y1, x2, y2 = (persons[:, k][None, :] for k in range(4))
-        w = np.maximum(x2 - x1, 1.0)
         h = np.maximum(y2 - y1, 1.0)
-        cx = ((ib[:, 0] + ib[:, 2]) / 2)[:, None]
-        cy = ((ib[:, 1] + ib[:, 3]) / 2)[:, None]
-        m = s.margin
-        in_x = (cx >= x1 - m * w) & (cx <= x2 + m * w)
-        below_top = cy >= y1 - m * h
-        head_ok = in_x & below_top & (cy <= y1 + s.head_fraction * h)
-        other_ok = in_x & below_top & (cy <= y2 + m * h)
-        band_top, band_bottom = y1 + s.torso_band[0] * h, y1 + s.torso_band[1] * h
-        inter_w = np.clip(np.minimum(ib[:, 2:3], x2) - np.maximum(ib[:, 0:1], x1), 0.0, None)
-        inter_h = np.clip(np.minimum(ib[:, 3:4], band_bottom) - np.maximum(ib[:, 1:2], band_top), 0.0, None)
+        u = ((ib[:, 0:1] + ib[:, 2:3]) / 2 - (x1 + x2) / 2) / h
+        v = ((ib[:, 1:2] + ib[:, 3:4]) / 2 - y1) / h
+        # Fits: the centre lies in the widened box, at the height its kind belongs to; a torso item covers
+        # enough of the torso band.
+        fits = (np.abs(u) <= (0.5 + self.settings.margin) * (x2 - x1) / h) & (v >= self._low[kind][:, None]) & (
+            v <= self._high[kind][:, None])
         area = np.maximum((ib[:, 2] - ib[:, 0]) * (ib[:, 3] - ib[:, 1]), _EPS)[:, None]
-        torso_ok = inter_w * inter_h / area >= s.torso_overlap
-        kinds = kind[:, None]
-        fits = np.where(kinds == _HEAD, head_ok, np.where(kinds == _TORSO, torso_ok, other_ok))
+        inter_w = np.clip(np.minimum(ib[:, 2:3], x2) - np.maximum(ib[:, 0:1], x1), 0.0, None)
+        torso = kind == _TORSO
+        if torso.any():
+            top, bottom = y1 + self.settings.torso_band[0] * h, y1 + self.settings.torso_band[1] * h
+            band_h = np.clip(np.minimum(ib[:, 3:4], bottom) - np.maximum(ib[:, 1:2], top), 0.0, None)
+            fits &= ~torso[:, None] | (inter_w * band_h >= self.settings.torso_overlap * area)
         # Among the people it fits, an item goes to the one whose spot for it is nearest.
-        expected_y = y1 + _EXPECTED_Y[kind][:, None] * h
-        score = ((cx - (x1 + x2) / 2) ** 2 + (cy - expected_y) ** 2) / h ** 2
-        score = np.where(fits, score, np.inf)
+        inside_h = np.clip(np.minimum(ib[:, 3:4], y2) - np.maximum(ib[:, 1:2], y1), 0.0, None)
+        score = (self._x_weight[kind][:, None] * u ** 2 + (v - self._expected_y[kind][:, None]) ** 2
+                 + _OUTSIDE_COST * (1.0 - inter_w * inside_h / area))
+        score[~fits] = np.inf
         best = np.argmin(score, axis=1)
         fitted = np.isfinite(score[np.arange(len(items)), best])
         # One person wears one helmet (two gloves): where someone got more, share those items out optimally.
@@ -236,17 +279,23 @@ class PpeRules:
 
     # ------------------------------------------------------------------ people
 
-    def _zones_of(self, view: FrameView, boxes: np.ndarray) -> dict[str, np.ndarray]:
-        feet = anchor_points(boxes, "bottom")
-        return {zone_id: zone.contains(feet) for zone_id, zone in view.zones.items()}
+    def _zones_of(self, view: FrameView, boxes: np.ndarray) -> list[list[bool]]:
+        """Per person, whether the feet stand in each of the view's zones (in ``view.zones`` order)."""
+        if self._zone_table is None or self._zone_table.zones is not view.zones:
+            self._zone_table = _ZoneTable(view.zones)
+            table = self._zone_table
+            column = {zone_id: k for k, zone_id in enumerate(table.ids)}
+            self._required_columns = [(column[z], need) for z, need in self._zone_required.items() if z in column]
+            self._wash_column = column.get(self.settings.wash_zone or "")
+            self._clean_column = column.get(self.settings.clean_zone or "")
+        return self._zone_table.contains(anchor_points(boxes, "bottom")).tolist()
 
     def _observe_people(self, view: FrameView, t: float, persons: list[Track], boxes: np.ndarray,
                         present: np.ndarray, improper: np.ndarray) -> list[Finding]:
         s = self.settings
-        inside = self._zones_of(view, boxes) if persons else {}
-        no = np.zeros(len(persons), dtype=bool)
-        in_wash = inside.get(s.wash_zone, no) if s.wash_zone else no
-        in_clean = inside.get(s.clean_zone, no) if s.clean_zone else no
+        inside = self._zones_of(view, boxes) if persons else []
+        zone_ids = self._zone_table.ids if self._zone_table is not None else []
+        wash, clean = self._wash_column, self._clean_column
         hold = s.item_hold_s + _EPS
         findings: list[Finding] = []
         missing_active: dict[Hashable, dict[str, Any]] = {}
@@ -260,23 +309,25 @@ class PpeRules:
             if person is None:
                 n = len(self._items)
                 person = self._people[tid] = _Person(np.full(n, -math.inf), np.full(n, -math.inf), t)
+            elif person.last_t != self._previous_t:
+                person.held = person.required = None  # back after a gap: nothing to date changes from
             # Items: raw presence, then worn-with-hold.
             now = present[p]
             person.seen[now] = t
             person.gone[~now & (person.gone < person.seen)] = t
             held = (t - person.seen) <= hold
             # Requirements by the zones the feet stand in.
+            flags = inside[p]
             zone = None
             required = None
-            for zone_id, need in self._zone_required.items():
-                flags = inside.get(zone_id)
-                if flags is not None and flags[p]:
+            for column, need in self._required_columns:
+                if flags[column]:
                     required = need if required is None else required | need
-                    zone = zone if zone is not None else zone_id
+                    zone = zone if zone is not None else zone_ids[column]
             if required is None:
                 required = self._default_required
-            if zone is None:
-                zone = next((zone_id for zone_id, flags in inside.items() if flags[p]), None)
+            if zone is None and True in flags:
+                zone = zone_ids[flags.index(True)]
             box = track.box
             missing = required & ~held
             if missing.any():
@@ -298,7 +349,8 @@ class PpeRules:
                 improper_active[key] = {"track_id": tid, "zone": zone, "box": box, "episode": str(tid),
                                         "attributes": {"items": [s.improper_item]}}
                 confidence[key] = track.confidence
-            findings += self._hygiene(person, track, t, bool(in_wash[p]), bool(in_clean[p]))
+            findings += self._hygiene(person, track, t, wash is not None and flags[wash],
+                                      clean is not None and flags[clean], view)
             person.last_t = t
         transitions = self._missing.step(t, missing_active, confidence)
         for key, began in created.items():
@@ -335,10 +387,16 @@ class PpeRules:
         if episode is not None:
             episode.last_seen = max(episode.began, min(episode.last_seen, float(person.seen[lost].min())))
 
-    def _hygiene(self, person: _Person, track: Track, t: float, in_wash: bool, in_clean: bool) -> list[Finding]:
+    def _hygiene(self, person: _Person, track: Track, t: float, in_wash: bool, in_clean: bool,
+                 view: FrameView) -> list[Finding]:
         s = self.settings
         if s.wash_zone is None or s.clean_zone is None:
             return []
+        if person.in_clean is None and in_clean and s.entry_from_edge and not self._first_frame:
+            width, height = view.result.width, view.result.height
+            x1, y1, x2, y2 = track.box
+            if x1 <= _EDGE * width or y1 <= _EDGE * height or x2 >= (1 - _EDGE) * width or y2 >= (1 - _EDGE) * height:
+                person.in_clean = False  # came in from outside the view
         if in_wash:
             person.wash_run += self._frame_s
             person.wash_best = max(person.wash_best, person.wash_run)

@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from appliance.analytics.animals import AnimalSettings
 from appliance.analytics.defects import DefectSettings
+from appliance.analytics.ppe import PpeSettings
 from appliance.config.base import Identifier, Strict
 
 UseCase = Literal["defects", "ppe", "animals"]
@@ -134,12 +135,13 @@ class RulesConfig(Strict):
 
     tracker: TrackerConfig = TrackerConfig()
     defects: DefectSettings | None = None
+    ppe: PpeSettings | None = None
     animals: AnimalSettings | None = None
 
     def use_cases(self) -> list[tuple[str, Strict]]:
         """The configured rule settings, by use case."""
-        return [(name, value) for name, value in (("defects", self.defects), ("animals", self.animals))
-                if value is not None]
+        configured = (("defects", self.defects), ("ppe", self.ppe), ("animals", self.animals))
+        return [(name, value) for name, value in configured if value is not None]
 
     def zone_references(self) -> list[tuple[tuple[str, ...], str]]:
         """(key path below ``rules``, zone id) for every zone a rule names."""
