@@ -1,0 +1,23 @@
+"""Generated clean-room and production scenarios through the whole appliance (H.264
+decode in GStreamer, the shipped models, tracking, rules): the timeline's events appear."""
+
+from __future__ import annotations
+
+from tools.evaluate_events import CASES, run_scenario
+
+
+def test_cleanroom_scenario_reports_fire_and_hygiene_violations(tmp_path):
+    tallies = run_scenario(CASES["cleanroom"], seed=9500, duration=30.0, out=tmp_path)
+    for kind in ("fire.detected", "hygiene.sequence_violation"):
+        tally = tallies[kind]
+        assert tally.truth >= 1, f"the scenario has no {kind} to find"
+        assert tally.recall >= 0.5 and tally.precision >= 0.5, (kind, tally)
+    assert tallies["fire.detected"].latency_p90 <= CASES["cleanroom"].grace_s + 2.0
+    assert (tmp_path / "cleanroom-9500.events.jsonl").read_text().count('"schema":"appliance.event/1"') >= 3
+
+
+def test_production_scenario_reports_defective_parts_at_the_line(tmp_path):
+    tallies = run_scenario(CASES["production"], seed=9500, duration=20.0, out=tmp_path)
+    tally = tallies["defect.part"]
+    assert tally.truth >= 3
+    assert tally.matched_emitted >= 1 and tally.precision >= 0.5, tally

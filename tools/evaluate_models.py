@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Evaluate the demo detectors on held-out scenes and write their model cards.
+
+    python tools/evaluate_models.py [defects|ppe|animals|all] [--engines engines/] [--scenes 8]
+                                    [--confidence 0.25] [--threads 1]
+
+For each model: runs ``<engines>/<model>.onnx`` through the appliance's own ONNX
+Runtime engine and ``yolov8`` parser on frames of held-out scene seeds (9000 and up,
+never used in training), and writes ``<engines>/<model>.md`` (classes, input, the
+training command and seed, mAP50, per-class AP50 / precision / recall at the
+operating threshold, latency at batch 1 and 4, file size) and ``<model>.labels``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tools.training.data import EVAL_RECIPES, HELD_OUT_SEED, MODEL_LABELS, MODELS, held_out_frames  # noqa: E402
+from tools.training.evaluate import DEFAULT_OPERATING_CONFIDENCE, Report, evaluate  # noqa: E402
+
+PURPOSE = {
+    "defects": "parts on a conveyor (vial, blister, tablet), their defects (crack, chip, missing cap, stain) "
+               "and tools at a check station (clean, dirty, damaged)",
+    "ppe": "people, their protective equipment (helmet, mask worn or under the nose, gloves, gown, goggles), "
+           "fire and smoke in a clean room",
+    "animals": "rodents in a cage seen from above, day and night, and whether each one is rearing",
+}
+
+
+def training_meta(path: Path) -> dict[str, object]:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    for entry in proto.metadata_props:
+        if entry.key == "appliance.training":
+            return dict(json.loads(entry.value))
+    return {}
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def write_card(report: Report, meta: dict[str, object], scenes: int, command: str, out: Path) -> Path:
+    size = report.path.stat().st_size
+    recipe = EVAL_RECIPES[report.model]
+    sources = ", ".join(f"{s.name} ({s.duration_s:g} s, every {s.every}th frame)" for s in recipe.sources)
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    batch, crop = config.get("batch", "?"), config.get("crop")  # type: ignore[union-attr]
+    lines = [
+        f"# {report.model}: demo detector",
+        "",
+        f"Detects {PURPOSE.get(report.model, report.model)}. Trained by `tools/train_demo_models.py` on generated "
+        "scenes (`tools/scenes/`) only; it knows these synthetic scenes, not real camera footage.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| file | `{report.path.name}` ({size / 1e6:.2f} MB) |",
+        f"| classes ({len(report.labels)}) | {', '.join(f'`{x}`' for x in report.labels)} (`{report.model}.labels`) |",
+        "| input | `images` [N, 3, 320, 320] float32, RGB 0..1, letterboxed (black borders), dynamic N |",
+        f"| output | `output0` [N, {4 + len(report.labels)}, 2100]: cx, cy, w, h (input pixels), then one sigmoid "
+        "score per class (Ultralytics YOLOv8 raw layout; parser `yolov8`) |",
+        f"| parameters | {meta.get('parameters', '?')} |",
+        f"| training command | `{meta.get('command', '?')}` |",
+        f"| training seed | {meta.get('seed', '?')} (scene seeds {meta.get('training_seeds', '?')}, "
+        f"{meta.get('frames', '?')} frames) |",
+        f"| training | {meta.get('iterations', '?')} iterations of batch {batch}"
+        f"{f' ({crop[0]}x{crop[1]} crops)' if crop else ''} in {meta.get('train_seconds', '?')} s "
+        f"({meta.get('total_seconds', '?')} s with rendering and export)"
+        f"{', shortened to fit the time budget' if meta.get('budget_limited') else ''} |",
+        f"| evaluation command | `{command}` |",
+        f"| evaluation data | held-out scene seeds {HELD_OUT_SEED}..{HELD_OUT_SEED + scenes - 1} (never used in "
+        f"training): {sources}; {report.scores.images} frames |",
+        f"| **mAP50** | **{_pct(report.map50)}** (all-point AP at IoU 0.5, mean over the classes present) |",
+        f"| operating threshold | confidence {report.scores.operating_confidence:g}, NMS IoU 0.45 |",
+        f"| latency (ONNX Runtime CPU, {report.threads} thread) | "
+        f"batch 1: {report.latency_ms.get(1, float('nan')):.1f} ms, "
+        f"batch 4: {report.latency_ms.get(4, float('nan')):.1f} ms (median; {platform.machine()}, "
+        f"{os.cpu_count()} cores, shared) |",
+        "",
+        "Per class (precision and recall at the operating threshold):",
+        "",
+        "| class | truth boxes | AP50 | precision | recall |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for c in report.scores.classes:
+        lines.append(f"| {c.label} | {c.truth} | {_pct(c.ap50)} | {_pct(c.precision)} | {_pct(c.recall)} |")
+    lines += [
+        "",
+        "Measured through the appliance's own `OnnxRuntimeEngine` and `yolov8` parser "
+        "(`tools/training/evaluate.py`). Numbers are for the generated scenes only.",
+        f"Written {time.strftime('%Y-%m-%d')}.",
+        "",
+    ]
+    path = out / f"{report.model}.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", default="all", choices=[*MODELS, "all"])
+    parser.add_argument("--engines", type=Path, default=REPO / "engines")
+    parser.add_argument("--scenes", type=int, default=8, help="held-out scene seeds per model")
+    parser.add_argument("--confidence", type=float, default=DEFAULT_OPERATING_CONFIDENCE)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    command = "python tools/evaluate_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    for model in MODELS if args.model == "all" else (args.model,):
+        path = args.engines / f"{model}.onnx"
+        labels = MODEL_LABELS[model]
+        (args.engines / f"{model}.labels").write_text("\n".join(labels) + "\n", encoding="utf-8")
+        frames = ((image, objects) for _, image, objects in held_out_frames(model, args.scenes))
+        report = evaluate(model, path, labels, frames, args.confidence, args.threads)
+        card = write_card(report, training_meta(path), args.scenes, command.strip(), args.engines)
+        print(f"{model}: mAP50 {report.map50:.3f} on {report.scores.images} frames; "
+              f"latency b1 {report.latency_ms.get(1, float('nan')):.1f} ms "
+              f"b4 {report.latency_ms.get(4, float('nan')):.1f} ms; {path.stat().st_size / 1e6:.2f} MB; card {card}")
+        for c in report.scores.classes:
+            print(f"  {c.label:14s} n={c.truth:4d} AP50 {_pct(c.ap50)} P {_pct(c.precision)} R {_pct(c.recall)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Training of the demo models (PyTorch, CPU): shared by the tools/train_*.py commands."""

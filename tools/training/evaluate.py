@@ -1,0 +1,199 @@
+"""Evaluation of an exported detector through the appliance's own engine and parser.
+
+Frames of held-out scenes (seeds >= 9000) are letterboxed like the appliance does it,
+run through ``appliance.inference.onnx_engine`` (ONNX Runtime, CPU) and parsed by
+``appliance.inference.parsers.make_parser("yolov8", ...)`` (class-wise NMS, boxes
+mapped back to source pixels). Detections are matched to the truth per class and
+image (greedy by score, each truth box at most once, IoU >= 0.5):
+
+* AP50 per class: all-point interpolated area under the precision envelope
+  (VOC 2010+ / COCO style), mAP50 the mean over the classes that occur in the truth;
+* precision and recall per class at the operating confidence threshold (the
+  detections at or above it, a prefix of the score-sorted list: NMS only lets a box
+  suppress lower-scored ones, so the set is what the appliance reports);
+* latency: the engine's ``infer`` at batch 1 and 4 (median over repeated runs).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from appliance.config.schema import ModelConfig
+from appliance.inference.letterbox import Letterbox
+from appliance.inference.onnx_engine import load_engine
+from appliance.inference.parsers import make_parser
+from tools.training.data import INPUT_SIZE, letterbox_frame, to_input_tensor
+
+EVAL_CONFIDENCE = 0.001  # the parser's threshold while collecting detections for AP
+EVAL_MAX_DETECTIONS = 300
+NMS_IOU = 0.45  # the appliance's ModelConfig default
+DEFAULT_OPERATING_CONFIDENCE = 0.25  # the appliance's ModelConfig default
+
+Truth = list[tuple[str, Sequence[float]]]  # (label, x1y1x2y2) per object of one image
+Found = list[tuple[str, float, Sequence[float]]]  # (label, confidence, x1y1x2y2) per detection of one image
+
+
+def box_iou(box: Sequence[float], others: np.ndarray) -> np.ndarray:
+    """IoU of one x1y1x2y2 box with ``[K, 4]`` boxes."""
+    if others.size == 0:
+        return np.zeros(0)
+    x1 = np.maximum(box[0], others[:, 0])
+    y1 = np.maximum(box[1], others[:, 1])
+    x2 = np.minimum(box[2], others[:, 2])
+    y2 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-12)
+
+
+def average_precision(tp: np.ndarray, num_truth: int) -> float:
+    """All-point AP from score-sorted true-positive flags and the number of truth boxes."""
+    if num_truth == 0:
+        return float("nan")
+    if tp.size == 0:
+        return 0.0
+    ctp = np.cumsum(tp, dtype=np.float64)
+    recall = ctp / num_truth
+    precision = ctp / np.arange(1, tp.size + 1)
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # the precision envelope
+    steps = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+
+
+@dataclass
+class ClassResult:
+    label: str
+    truth: int
+    ap50: float
+    precision: float
+    recall: float
+    detections_at_operating: int
+
+
+@dataclass
+class Scores:
+    classes: list[ClassResult]
+    operating_confidence: float
+    images: int
+
+    @property
+    def map50(self) -> float:
+        values = [c.ap50 for c in self.classes if c.truth > 0]
+        return float(np.mean(values)) if values else float("nan")
+
+
+def score_detections(found: Sequence[Found], truth: Sequence[Truth], labels: Sequence[str],
+                     operating_confidence: float = DEFAULT_OPERATING_CONFIDENCE, iou_threshold: float = 0.5) -> Scores:
+    """AP50 and P/R at ``operating_confidence`` per class, for per-image detections and truth."""
+    if len(found) != len(truth):
+        raise ValueError(f"{len(found)} detection lists for {len(truth)} images")
+    results: list[ClassResult] = []
+    for label in labels:
+        truth_boxes = [np.asarray([b for name, b in objs if name == label], dtype=np.float64).reshape(-1, 4)
+                       for objs in truth]
+        num_truth = int(sum(b.shape[0] for b in truth_boxes))
+        dets = [(conf, image, box) for image, items in enumerate(found) for name, conf, box in items if name == label]
+        dets.sort(key=lambda d: -d[0])
+        used = [np.zeros(b.shape[0], dtype=bool) for b in truth_boxes]
+        tp = np.zeros(len(dets))
+        for k, (_, image, box) in enumerate(dets):
+            ious = box_iou(box, truth_boxes[image])
+            if ious.size == 0:
+                continue
+            ious = np.where(used[image], -1.0, ious)
+            best = int(np.argmax(ious))
+            if ious[best] >= iou_threshold:
+                used[image][best] = True
+                tp[k] = 1.0
+        confs = np.asarray([d[0] for d in dets])
+        n_op = int(np.sum(confs >= operating_confidence))
+        hits = float(tp[:n_op].sum())
+        precision = hits / n_op if n_op else float("nan")
+        recall = hits / num_truth if num_truth else float("nan")
+        results.append(ClassResult(label, num_truth, average_precision(tp, num_truth), precision, recall, n_op))
+    return Scores(results, operating_confidence, len(truth))
+
+
+@dataclass
+class Report:
+    model: str
+    path: Path
+    labels: tuple[str, ...]
+    scores: Scores
+    latency_ms: dict[int, float] = field(default_factory=dict)
+    threads: int = 1
+    seconds: float = 0.0
+
+    @property
+    def map50(self) -> float:
+        return self.scores.map50
+
+
+def model_config(name: str, path: Path, labels: Sequence[str], confidence: float, max_detections: int) -> ModelConfig:
+    return ModelConfig(id=name, onnx=path, labels=list(labels), input={"width": INPUT_SIZE, "height": INPUT_SIZE},
+                       parser="yolov8", confidence=confidence, iou=NMS_IOU, max_detections=max_detections)
+
+
+def evaluate(
+    name: str, path: Path, labels: Sequence[str], frames: Iterable[tuple[np.ndarray, Truth]],
+    operating_confidence: float = DEFAULT_OPERATING_CONFIDENCE, threads: int = 1, batch: int = 8,
+    latency_runs: int = 30,
+) -> Report:
+    """Run ``frames`` (BGR source images and their truth) through the appliance's engine and parser."""
+    start = time.monotonic()
+    config = model_config(name, path, labels, EVAL_CONFIDENCE, EVAL_MAX_DETECTIONS)
+    engine = load_engine(config, threads=threads)
+    parser = make_parser("yolov8", list(labels), EVAL_CONFIDENCE, NMS_IOU, EVAL_MAX_DETECTIONS, name)
+    found: list[Found] = []
+    truth: list[Truth] = []
+    pending: list[np.ndarray] = []
+    boxes: list[Letterbox] = []
+    sample: np.ndarray | None = None
+
+    def flush() -> None:
+        nonlocal sample
+        if not pending:
+            return
+        tensor = to_input_tensor(np.stack(pending))
+        if sample is None or sample.shape[0] < 4:
+            sample = tensor[:4] if sample is None else np.concatenate([sample, tensor])[:4]
+        for dets in parser.parse(engine.infer(tensor), boxes):
+            found.append([(d.label, float(d.confidence), d.box) for d in dets])
+        pending.clear()
+        boxes.clear()
+
+    letterbox: Letterbox | None = None
+    for image, objects in frames:
+        if letterbox is None or (letterbox.src_w, letterbox.src_h) != (image.shape[1], image.shape[0]):
+            flush()
+            letterbox = Letterbox.compute(image.shape[1], image.shape[0], INPUT_SIZE, INPUT_SIZE)
+        pending.append(letterbox_frame(image, letterbox))
+        boxes.append(letterbox)
+        truth.append([(label, tuple(box)) for label, box in objects])
+        if len(pending) >= batch:
+            flush()
+    flush()
+    scores = score_detections(found, truth, labels, operating_confidence)
+    latency: dict[int, float] = {}
+    if sample is not None and latency_runs > 0:
+        for n in (1, 4):
+            data = np.concatenate([sample] * 4)[:n]
+            for _ in range(3):
+                engine.infer(data)
+            times = []
+            for _ in range(latency_runs):
+                t0 = time.perf_counter()
+                engine.infer(data)
+                times.append((time.perf_counter() - t0) * 1000.0)
+            latency[n] = statistics.median(times)
+    engine.close()
+    return Report(name, path, tuple(labels), scores, latency, threads, time.monotonic() - start)
