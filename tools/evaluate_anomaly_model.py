@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = [
         (t, float((scores[~defective] >= t).mean()), float((scores[defective] >= t).mean())) for t in THRESHOLDS
     ]
+    fp_default = float((scores[~defective] >= DEFAULT_THRESHOLD).mean())
+    tp_default = float((scores[defective] >= DEFAULT_THRESHOLD).mean())
     timings = {b: latency(engine, b, args.runs) for b in (1, 4)}
     engine.close()
 
@@ -125,10 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# anomaly: parts and tools, trained on good crops only",
         "",
-        "A small convolutional autoencoder (`tools/training/anomaly.py`) that rebuilds 64x64 crops of single "
-        "parts (vial, blister, tablet) and tools; where the rebuild differs from the crop, something is unusual. "
-        "Outputs use anomalib's names, so the appliance's `AnomalyParser` (`appliance/inference/anomaly.py`, "
-        "parser kind `anomaly`) reads this model and real anomalib exports alike.",
+        "A small U-Net (`tools/training/anomaly.py`, about 220 k weights) that marks, per pixel, what does "
+        "not look like a good part or tool in a 64x64 crop. It is trained on good crops only: generic "
+        "synthetic anomalies (a blob or a stroke of random colour, a region copied from elsewhere, a region "
+        "replaced by background) are pasted into good crops and the network learns to find them (the "
+        "discriminative half of DRAEM; CutPaste). No defective crop, and none of the plant's defect kinds, "
+        "is used in training. Outputs use anomalib's names, so the appliance's `AnomalyParser` "
+        "(`appliance/inference/anomaly.py`, parser kind `anomaly`) reads this model and real anomalib "
+        "exports alike.",
         "",
         "## Interface",
         "",
@@ -138,14 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         "| output `pred_score` | `[N]` float32 | higher = more anomalous; `max(anomaly_map)` |",
         "| output `anomaly_map` | `[N, 1, 64, 64]` float32 | per-pixel anomaly in model-input pixels |",
         "",
-        "ONNX opset 17, built with `onnx.helper` from the trained weights (Conv, Relu, Resize nearest, Sigmoid, "
-        "Sub, Mul, ReduceMean, Pad, ReduceMax). Labels: `anomaly.labels` (one line, `anomaly`).",
+        "ONNX opset 17, IR 8, built with `onnx.helper` from the trained weights with batch norm folded in "
+        "(Conv, Relu, Resize nearest, Concat, Sigmoid, Pad, ReduceMax). Labels: `anomaly.labels` (one line, "
+        "`anomaly`).",
         "",
-        "**Score.** Squared difference between crop and rebuild, averaged over RGB, smoothed with a 7x7 "
-        "Gaussian (sigma 1.5): that is the map; the score is its maximum. Both are divided by "
-        "`2 * p99`, where `p99` is the 99th percentile of the raw scores of good *calibration* crops "
-        "(a seed not used for training): a good crop scores 0.5 or less about 99 % of the time, a perfect "
-        "rebuild 0. Scores are not clipped.",
+        "**Score and normalisation.** The network's per-pixel anomaly probability, smoothed with a 7x7 "
+        "Gaussian (sigma 1.5), is the map; the score is its maximum. Both are divided by `2 * p99`, where "
+        "`p99` is the 99th percentile of the raw scores of good *calibration* crops (scene seeds not used for "
+        "training): a good crop scores 0.5 or less about 99 % of the time. Scores are not clipped (they can "
+        "exceed 1).",
         "",
         "## Training",
         "",
@@ -153,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Seed {meta.get('seed', '?')}; {meta.get('steps', '?')} steps of batch {meta.get('batch_size', '?')} "
         f"(planned {meta.get('steps_planned', '?')}, stopped early: {meta.get('stopped_early', '?')}); "
-        f"width {meta.get('width', '?')}. Training crops: {meta.get('train_crops', '?')}. Calibration: "
-        f"{meta.get('calibration_crops', '?')}, raw p99 {meta.get('calibration_p99_raw', '?')}. Denoising: "
-        "half of each batch gets a generic synthetic corruption (random-colour blob or stroke, or a piece of "
-        "another crop) and the loss asks for the clean crop; no defective crop is ever used. Deterministic: "
-        "the same command gives the same file (deterministic kernels, 2 threads), unless the `--minutes` "
-        "cap stops it early.",
+        f"width {meta.get('width', '?')}, {meta.get('threads', '?')} torch threads. Training crops: "
+        f"{meta.get('train_crops', '?')}. Calibration crops: {meta.get('calibration_crops', '?')}, raw p99 "
+        f"{meta.get('calibration_p99_raw', '?')}. Half of each batch gets one synthetic anomaly, placed "
+        "mostly on the part or its outline; the loss is a per-pixel focal loss. Deterministic: the same "
+        "command gives the same file byte for byte (deterministic kernels, fixed thread count), unless the "
+        "`--minutes` cap stops it early.",
         "",
         "## Accuracy on held-out crops",
         "",
@@ -181,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         *[f"| {t:.1f} | {fp * 100:.1f} % | {tp * 100:.1f} % |" for t, fp, tp in rates],
         "",
         f"**Suggested threshold: {DEFAULT_THRESHOLD}** (`confidence: {DEFAULT_THRESHOLD}` in the model's config "
-        "once the schema has parser `anomaly`): about 1 % false alarms by construction of the normalisation; "
-        "raise it where false alarms cost more than misses.",
+        "once the schema has parser `anomaly`): 1 % of the good calibration crops score above it by "
+        f"construction; on these held-out crops it flags {fp_default * 100:.1f} % of the good ones and "
+        f"{tp_default * 100:.1f} % of the defective ones. Raise it where false alarms cost more than misses.",
         "",
         "## Latency and size",
         "",

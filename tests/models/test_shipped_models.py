@@ -15,9 +15,11 @@ from tools.training.evaluate import evaluate
 DETECTORS = ("defects", "ppe", "animals")
 FRAMES = 60
 # The bar these tests hold the shipped models to (micro-averaged over classes, at the
-# operating threshold of the model card). The model cards give the full figures.
-MIN_PRECISION = {"defects": 0.8, "ppe": 0.8, "animals": 0.8}
-MIN_RECALL = {"defects": 0.7, "ppe": 0.7, "animals": 0.8}
+# operating threshold of the model card), a little below what they reach on these
+# frames today (defects P 0.82 R 0.88, ppe P 0.89 R 0.95, animals P 0.88 R 0.89), so
+# that a worse retrained model fails. The pack's target is 0.9 for both: not reached yet.
+MIN_PRECISION = {"defects": 0.78, "ppe": 0.85, "animals": 0.85}
+MIN_RECALL = {"defects": 0.85, "ppe": 0.9, "animals": 0.85}
 
 
 @pytest.mark.parametrize("name", DETECTORS)

@@ -7,7 +7,9 @@ tool and says, per pixel, how likely that pixel is *not* what a good part looks
 like there. It never sees a defective crop: it learns from good crops into which
 generic synthetic anomalies are pasted, with the pasted region as the target
 (the discriminative half of DRAEM, Zavrtanik et al. 2021; CutPaste, Li et al.
-2021). The synthetic anomalies are generic, drawn at random positions:
+2021). The synthetic anomalies are generic shapes, none of them the plant's
+defect kinds, placed mostly on the part or on its outline (the pixels that differ
+from the crop's border colour):
 
 * *foreign material*: an irregular blob or a jagged stroke of a random colour;
 * *misplaced material*: a random region copied from elsewhere in the crop or
@@ -18,6 +20,12 @@ generic synthetic anomalies are pasted, with the pasted region as the target
 Only pixels that the paste really changed count as anomalous. The per-pixel
 probability, smoothed with a Gaussian (7x7, sigma 1.5), is the **anomaly map**;
 its maximum is the **score**.
+
+Why not an autoencoder (rebuild the crop, score the rebuild error)? One was tried
+first: after 400 steps it reached image AUROC 0.73 on held-out crops, and crops of
+vials without their cap scored *lower* than good ones (the coloured cap is what
+an autoencoder rebuilds worst). The segmentation network, at the same cost,
+learns what matters: 0.97.
 
 The exported ONNX speaks anomalib's output names (opset 17, built here with
 ``onnx.helper`` from the trained weights, batch norm folded into the
@@ -332,7 +340,6 @@ def train(
         raise ValueError(f"expected at least 2 crops [N, 3, {SIZE}, {SIZE}], got {list(images.shape)}")
     deterministic(config.seed, config.threads)
     rng = np.random.default_rng(config.seed)
-    cv2.setRNGSeed(config.seed)  # not used by the drawing calls, but keeps cv2 out of the question
     segmenter = Segmenter(config.width)
     model = AnomalyModel(segmenter)
     optimiser = torch.optim.Adam(segmenter.parameters(), lr=config.learning_rate)
