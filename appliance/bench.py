@@ -16,7 +16,6 @@ import json
 import math
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 from appliance.app import Appliance
 from appliance.config.schema import ApplianceConfig, ModelConfig
 from appliance.inference.onnx_engine import OnnxRuntimeEngine
+from appliance.loopback import free_port, wait_for_port
 from appliance.media import ensure_clip
 from appliance.pipeline.frames import ArrayPixels
 from appliance.pipeline.gst import Gst
@@ -293,13 +293,13 @@ def run_live(model: ModelConfig, workers: int, streams: int | None, seconds: flo
                        noise=0.1, bitrate_kbps=1500, key_interval=fps)
     costs = measure_costs(clip, model, every=1)
     count = streams or min(16, math.ceil(2 * costs.bound_fps / fps))
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "appliance.rtsp_server", "--file", str(clip), "--port", str(port)],
         stdout=subprocess.DEVNULL,
     )
     try:
-        _wait_for_port(port)
+        wait_for_port(port)
         sources = [{"id": f"cam{i}", "uri": f"rtsp://127.0.0.1:{port}/cam", "analyze_fps": fps} for i in range(count)]
         latencies, monitor, app = _run(_config(model, sources, workers), seconds=seconds)
     finally:
@@ -366,22 +366,6 @@ def run_analytics(objects: int = 30, frames: int = 600) -> dict[str, float]:
         print(f"analytics {use_case:8} {objects} tracked objects: {per_frame * 1000:.3f} ms per frame "
               f"({len(events)} events)")
     return figures
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"the RTSP server did not listen on 127.0.0.1:{port}")
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -50,14 +50,20 @@ def make_clip(
     )
     pipeline = Gst.parse_launch(description)
     pipeline.set_state(Gst.State.PLAYING)
-    bus = pipeline.get_bus()
-    message = bus.timed_pop_filtered(Gst.CLOCK_TIME_NONE, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    _finish(pipeline, partial, path)
+    return path
+
+
+def _finish(pipeline: Gst.Pipeline, partial: Path, path: Path) -> None:
+    """Waits for the end of an encoding pipeline, then renames its output into place."""
+    message = pipeline.get_bus().timed_pop_filtered(
+        Gst.CLOCK_TIME_NONE, Gst.MessageType.EOS | Gst.MessageType.ERROR
+    )
     pipeline.set_state(Gst.State.NULL)
     if message.type == Gst.MessageType.ERROR:
         partial.unlink(missing_ok=True)
         raise ClipError(f"could not encode {path}: {message.parse_error()[0].message}")
     partial.rename(path)
-    return path
 
 
 def ensure_clip(path: Path, **kwargs: object) -> Path:
@@ -86,7 +92,6 @@ def write_video(
     )
     source = pipeline.get_by_name("src")
     pipeline.set_state(Gst.State.PLAYING)
-    bus = pipeline.get_bus()
     count = 0
     frame_ns = Gst.SECOND // fps
     for image in frames:
@@ -100,10 +105,5 @@ def write_video(
             break
         count += 1
     source.emit("end-of-stream")
-    message = bus.timed_pop_filtered(Gst.CLOCK_TIME_NONE, Gst.MessageType.EOS | Gst.MessageType.ERROR)
-    pipeline.set_state(Gst.State.NULL)
-    if message.type == Gst.MessageType.ERROR:
-        partial.unlink(missing_ok=True)
-        raise ClipError(f"could not encode {path}: {message.parse_error()[0].message}")
-    partial.rename(path)
+    _finish(pipeline, partial, path)
     return count

@@ -17,6 +17,7 @@ in the letterbox borders (nothing of the frame in it) is dropped before NMS.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,7 +77,7 @@ def _shape_text(shape: Sequence[object]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-class _YoloParser:
+class _YoloParser(ABC):
     """Common checks and the per-item tail (NMS, letterbox, Detection objects)."""
 
     #: layout description for messages, e.g. ``[N, 4+nc, anchors]``
@@ -88,11 +89,13 @@ class _YoloParser:
         self.num_classes = len(settings.labels)
 
     # -- shape checks --------------------------------------------------------
+    @abstractmethod
     def _expected(self) -> str:
-        raise NotImplementedError
+        """The expected output shape, for messages."""
 
+    @abstractmethod
     def _fits(self, shape: Sequence[int | None]) -> bool:
-        raise NotImplementedError
+        """Whether an output of this shape has this parser's layout."""
 
     def _mismatch(self, shape: Sequence[object]) -> ModelMismatch:
         return ModelMismatch(

@@ -343,8 +343,9 @@ TOLERANCE = {"animal.immobile": 1.0, "animal.seizure_like": 0.8, "animal.missing
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_cage_scene_truth_as_perfect_detections_matches_the_scene_timeline(seed: int) -> None:
-    cage_scene = pytest.importorskip("tools.scenes.cage")
-    scene = cage_scene.CageScene(seed, animals=4, escape=True)  # truth without rendering
+    from tools.scenes.cage import CageScene
+
+    scene = CageScene(seed, animals=4, escape=True)  # truth without rendering
     settings = AnimalSettings(cage_zone="cage", expected_animals=scene.animal_count)
     cage = Cage(settings, zones=[("cage", scene.zones["cage"], False)])
     step = scene.fps // FPS

@@ -40,13 +40,8 @@ def test_compute_refuses_empty_sizes() -> None:
 
 def _videoscale_image_rect(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int, int, int, int]:
     """Where the real element puts a white frame: (x, y, w, h) of the white pixels."""
-    gi = pytest.importorskip("gi")
-    try:
-        gi.require_version("Gst", "1.0")
-        from gi.repository import Gst
-    except (ImportError, ValueError):
-        pytest.skip("GStreamer introspection not available")
-    Gst.init(None)
+    from appliance.pipeline.gst import Gst  # `make setup` installs GStreamer: no skip
+
     pipeline = Gst.parse_launch(
         f"videotestsrc pattern=white num-buffers=1 ! video/x-raw,width={src_w},height={src_h} "
         "! videoscale add-borders=true ! videoconvert "
