@@ -30,6 +30,13 @@ def blob_model() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_media() -> Path:
+    """The demo clips of ``pipelines/demo.yaml``, rendered as ``make demo`` does (kept when there)."""
+    subprocess.run([sys.executable, str(REPO / "tools" / "make_demo_media.py")], check=True)
+    return REPO / "media" / "demo"
+
+
 @pytest.fixture
 def rtsp_camera(clips: dict[str, Path]) -> Iterator[RtspCamera]:
     camera = RtspCamera(clips["long"], free_port())

@@ -35,7 +35,7 @@ metrics:
     return config
 
 
-def test_validate_accepts_the_demo_config():
+def test_validate_accepts_the_demo_config(demo_media):
     done = subprocess.run([*APPLIANCE, "validate", str(REPO / "pipelines" / "demo.yaml")],
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
