@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[Event], None]
 RTSP_LATENCY_MS = 200
 RTSP_TCP_TIMEOUT_US = 5_000_000
+TEARDOWN_TIMEOUT_S = 5.0  # at shutdown
+RETRY_TEARDOWN_WAIT_S = 1.0  # before a rebuild: the supervisor serves the other streams too
 
 
 class StreamState(enum.Enum):
@@ -177,13 +179,12 @@ class CameraStream:
         self.state = StreamState.STOPPED
         self._metrics.stream_up.labels(self.id).set(0)
 
-    def _teardown(self, keep_waiting_frame: bool = False) -> None:
+    def _teardown(self, keep_waiting_frame: bool = False, wait_s: float = TEARDOWN_TIMEOUT_S) -> None:
         if not keep_waiting_frame:
             self.slot.close()  # drops a stale frame, unblocks a streaming thread waiting in put()
         if self._pipeline is not None:
             self._frames_before += self._decoded_in_pipeline()
-            self._pipeline.set_state(Gst.State.NULL)
-            self._pipeline.get_bus().set_flushing(True)
+            _stop_pipeline(self._pipeline, self.id, wait_s)
             self._count_base = self._last_count = 0
         self._pipeline = None
         self._rate = None
@@ -313,9 +314,10 @@ class CameraStream:
     def _fail(self, reason: str, debug: str | None = None) -> None:
         now = self._clock.monotonic()
         was_running = self.state is StreamState.RUNNING
-        self._teardown()
-        delay = self._backoff.next_delay()
         self.state = StreamState.WAITING
+        self._metrics.stream_up.labels(self.id).set(0)  # before the teardown, which may take a while
+        self._teardown(wait_s=RETRY_TEARDOWN_WAIT_S)
+        delay = self._backoff.next_delay()
         self.reason = reason
         self._retry_at = now + delay
         self._metrics.stream_errors.labels(self.id).inc()
@@ -356,6 +358,23 @@ class CameraStream:
         if self.slot.dropped > self._dropped_reported:
             self._metrics.frames_dropped.labels(labels).inc(self.slot.dropped - self._dropped_reported)
             self._dropped_reported = self.slot.dropped
+
+
+def _stop_pipeline(pipeline: Gst.Pipeline, stream_id: str, timeout_s: float = TEARDOWN_TIMEOUT_S) -> None:
+    """Sets a pipeline to NULL without letting a stuck element (an RTSP session that
+    does not close) hold up the supervisor or the shutdown: after ``timeout_s`` the
+    pipeline is left to finish on its own and the caller goes on."""
+    done = threading.Event()
+
+    def stop() -> None:
+        pipeline.set_state(Gst.State.NULL)
+        pipeline.get_bus().set_flushing(True)
+        done.set()
+
+    threading.Thread(target=stop, name=f"teardown-{stream_id}", daemon=True).start()
+    if not done.wait(timeout_s):
+        log.warning("stream %s: pipeline did not stop within %.0f s; left to finish in the background",
+                    stream_id, timeout_s)
 
 
 def _configure_network_source(_decodebin: Gst.Element, source: Gst.Element) -> None:
