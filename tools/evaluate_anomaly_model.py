@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|",
         *[f"| {k} | {n} | {a:.4f} |" for k, (a, n) in per_kind.items()],
         "",
+        *_limits(per_kind),
         f"Good crops' scores: median {np.median(good_scores):.3f}, 99th percentile "
         f"{np.percentile(good_scores, 99):.3f}, max {good_scores.max():.3f}.",
         "",
@@ -215,6 +216,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"latency batch {b}: median {m:.2f} ms, p90 {p:.2f} ms")
     print(f"size {size / 1e6:.2f} MB; wrote {card_path}")
     return 0
+
+
+def _limits(per_kind: dict[str, tuple[float, int]]) -> list[str]:
+    """A paragraph on the kinds the model finds less reliably (AUROC under 0.95), if any."""
+    weak = [f"{kind} ({value:.2f})" for kind, (value, _) in per_kind.items() if value < 0.95]
+    if not weak:
+        return []
+    return [
+        f"Weaker: {', '.join(weak)}. Defects that are something *missing or out of shape* (a vial without "
+        "its cap, a bent or broken tool tip) leave no foreign mark on the part; the network has to know the "
+        "part's shape to see them, and the synthetic anomalies teach that only partly.",
+        "",
+    ]
 
 
 def _cpu_name() -> str:

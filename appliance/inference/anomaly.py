@@ -1,17 +1,19 @@
 """Anomaly model outputs (anomalib's layout) -> one score and one anomaly map per item.
 
 An anomaly model is trained on good parts only and says *how unusual* a crop
-looks, not *what* it is. This parser reads the two outputs every anomalib export
-has, by name (order and extra outputs such as ``pred_label``/``pred_mask`` do
-not matter):
+looks, not *what* it is. This parser reads the two outputs that anomalib's ONNX
+exports name ``pred_score`` and ``anomaly_map``, by name (their order, and extra
+outputs such as ``pred_label``/``pred_mask``, do not matter); a model without
+them (older exports with a single ``output``, say) is refused with the expected
+and the found outputs:
 
 * ``pred_score`` ``[N]`` or ``[N, 1]``: higher = more anomalous;
 * ``anomaly_map`` ``[N, 1, H, W]`` or ``[N, H, W]``: per-pixel anomaly, in
   model-input pixels (anomalib maps come at input resolution).
 
 A result is anomalous when its score is at least ``threshold``. Scores are used
-as the model emits them: anomalib exports with their post-processor normalise so
-that 0.5 is the learned threshold, and so does this project's
+as the model emits them: anomalib's post-processor, when exported with the model,
+normalises so that 0.5 is the learned threshold, and so does this project's
 ``engines/anomaly.onnx`` (0.5 = the 99th percentile of good calibration crops;
 see its model card).
 
@@ -43,6 +45,7 @@ import numpy as np
 from appliance.inference.engine import ModelMismatch, TensorSpec
 from appliance.inference.letterbox import Letterbox
 
+KIND = "anomaly"  # the ModelConfig.parser value this parser is for (once the schema lists it)
 SCORE = "pred_score"
 MAP = "anomaly_map"
 EXPECTED = f"{SCORE!r} [N] or [N, 1] and {MAP!r} [N, 1, H, W] or [N, H, W]"

@@ -109,7 +109,7 @@ def _scratched(images: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
-SMOKE = training.TrainConfig(seed=3, steps=100, batch_size=16, width=8, learning_rate=3e-3)
+SMOKE = training.TrainConfig(seed=3, steps=100, batch_size=16, width=8, learning_rate=3e-3, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +122,9 @@ def trained() -> training.TrainResult:
 
 def test_same_seed_same_weights_other_seed_other_weights() -> None:
     images = training.good_images(standin_patches, 1, 32)
-    config = training.TrainConfig(seed=5, steps=6, batch_size=8, width=4)
+    config = training.TrainConfig(seed=5, steps=6, batch_size=8, width=4, threads=1)
     first, second = training.train(images, config), training.train(images, config)
-    other = training.train(images, training.TrainConfig(seed=6, steps=6, batch_size=8, width=4))
+    other = training.train(images, training.TrainConfig(seed=6, steps=6, batch_size=8, width=4, threads=1))
     first_state, second_state = first.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(first_state[k], second_state[k]) for k in first_state)
     assert first.losses == second.losses and first.steps_done == 6 and not first.stopped_early
@@ -132,9 +132,20 @@ def test_same_seed_same_weights_other_seed_other_weights() -> None:
     assert not torch.equal(first_state["segmenter.head.weight"], other.model.state_dict()["segmenter.head.weight"])
 
 
+def test_training_leaves_the_process_torch_settings_alone() -> None:
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    state = torch.random.get_rng_state()
+    other_threads = threads % 2 + 1  # differs from the process's count
+    config = training.TrainConfig(steps=2, batch_size=4, width=4, threads=other_threads)
+    training.train(training.good_images(standin_patches, 1, 8), config)
+    assert torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 def test_time_cap_stops_early_and_says_so() -> None:
     images = training.good_images(standin_patches, 1, 16)
-    result = training.train(images, training.TrainConfig(steps=50, batch_size=4, width=4, max_seconds=0.0))
+    result = training.train(images, training.TrainConfig(steps=50, batch_size=4, width=4, max_seconds=0.0, threads=1))
     assert result.stopped_early and result.steps_done == 1
 
 
@@ -221,3 +232,28 @@ def test_auroc_from_ranks(scores: list[float], labels: list[int], expected: floa
 def test_auroc_needs_both_classes() -> None:
     with pytest.raises(ValueError, match="both classes"):
         training.auroc(np.array([0.1, 0.2]), np.array([0, 0]))
+
+
+def test_train_and_evaluate_commands_write_model_labels_and_card(tmp_path: Path) -> None:
+    """The two commands end to end on the real scene generator, at toy size."""
+    pytest.importorskip("tools.scenes.production")
+    from tools import evaluate_anomaly_model, train_anomaly_model
+
+    assert train_anomaly_model.main([
+        "--seed", "1", "--steps", "3", "--batch-size", "4", "--width", "4", "--threads", "1",
+        "--train-seeds", "2", "--calibration-seeds", "1", "--per-seed", "6", "--out", str(tmp_path),
+    ]) == 0
+    model = tmp_path / "anomaly.onnx"
+    meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    assert meta["seed"] == "1" and meta["steps"] == "3" and meta["stopped_early"] == "false"
+    assert meta["training_command"].startswith("python tools/train_anomaly_model.py --seed 1 ")
+    assert (tmp_path / "anomaly.labels").read_text() == "anomaly\n"
+    card = tmp_path / "card.md"
+    assert evaluate_anomaly_model.main([
+        "--model", str(model), "--seeds", "9000", "--count", "24", "--runs", "2", "--card", str(card),
+    ]) == 0
+    text = card.read_text()
+    assert "**Image AUROC " in text and "| 1 | " in text and "| 4 | " in text
+    assert meta["training_command"] in text
+    with pytest.raises(SystemExit):
+        evaluate_anomaly_model.main(["--model", str(model), "--seeds", "42"])  # not a held-out seed

@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -314,12 +315,22 @@ class TrainResult:
     calibration_p99: float | None = None
 
 
-def deterministic(seed: int, threads: int) -> None:
-    """Seed torch, use deterministic kernels and a fixed thread count (results depend
-    on it: reductions split differently)."""
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(max(int(threads), 1))
+@contextmanager
+def fixed_torch_state(threads: int, seed: int | None = None) -> Iterator[None]:
+    """Deterministic kernels, a fixed thread count (results depend on it: reductions
+    split differently) and, with ``seed``, a seeded generator; the process's own
+    settings and random state come back afterwards."""
+    was_deterministic, was_threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            if seed is not None:
+                torch.manual_seed(seed)
+            torch.use_deterministic_algorithms(True)
+            torch.set_num_threads(max(int(threads), 1))
+            yield
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
+            torch.set_num_threads(was_threads)
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -338,42 +349,43 @@ def train(
     """Train on good ``[N, 3, 64, 64]`` crops; same data + config = same weights."""
     if images.ndim != 4 or images.shape[1:] != (3, SIZE, SIZE) or len(images) < 2:
         raise ValueError(f"expected at least 2 crops [N, 3, {SIZE}, {SIZE}], got {list(images.shape)}")
-    deterministic(config.seed, config.threads)
-    rng = np.random.default_rng(config.seed)
-    segmenter = Segmenter(config.width)
-    model = AnomalyModel(segmenter)
-    optimiser = torch.optim.Adam(segmenter.parameters(), lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=config.learning_rate, total_steps=max(config.steps, 1), pct_start=0.15
-    )
-    batch = min(config.batch_size, len(images))
-    losses: list[float] = []
-    started = time.monotonic()
-    stopped_early = False
-    step = 0
-    segmenter.train()
-    order, cursor = rng.permutation(len(images)), 0
-    for step in range(1, config.steps + 1):
-        if cursor + batch > len(order):
-            order, cursor = rng.permutation(len(images)), 0
-        clean = images[order[cursor:cursor + batch]]
-        cursor += batch
-        noisy, target = synthesize(clean, rng, config.anomaly_fraction)
-        logits = segmenter(torch.from_numpy(noisy))
-        loss = focal_loss(logits, torch.from_numpy(target), config.focal_gamma)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
-        if log is not None and (step % 100 == 0 or step == config.steps):
-            log(f"step {step}/{config.steps} loss {np.mean(losses[-100:]):.5f} ({time.monotonic() - started:.0f} s)")
-        if config.max_seconds is not None and time.monotonic() - started > config.max_seconds:
-            stopped_early = step < config.steps
-            if stopped_early and log is not None:
-                log(f"time cap of {config.max_seconds:.0f} s reached after {step} steps: stopping early")
-            break
-    segmenter.eval()
+    with fixed_torch_state(config.threads, config.seed):
+        rng = np.random.default_rng(config.seed)
+        segmenter = Segmenter(config.width)
+        model = AnomalyModel(segmenter)
+        optimiser = torch.optim.Adam(segmenter.parameters(), lr=config.learning_rate)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=config.learning_rate, total_steps=max(config.steps, 1), pct_start=0.15
+        )
+        batch = min(config.batch_size, len(images))
+        losses: list[float] = []
+        started = time.monotonic()
+        stopped_early = False
+        step = 0
+        segmenter.train()
+        order, cursor = rng.permutation(len(images)), 0
+        for step in range(1, config.steps + 1):
+            if cursor + batch > len(order):
+                order, cursor = rng.permutation(len(images)), 0
+            clean = images[order[cursor:cursor + batch]]
+            cursor += batch
+            noisy, target = synthesize(clean, rng, config.anomaly_fraction)
+            logits = segmenter(torch.from_numpy(noisy))
+            loss = focal_loss(logits, torch.from_numpy(target), config.focal_gamma)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            losses.append(loss.item())
+            if log is not None and (step % 100 == 0 or step == config.steps):
+                recent = float(np.mean(losses[-100:]))
+                log(f"step {step}/{config.steps} loss {recent:.5f} ({time.monotonic() - started:.0f} s)")
+            if config.max_seconds is not None and time.monotonic() - started > config.max_seconds:
+                stopped_early = step < config.steps
+                if stopped_early and log is not None:
+                    log(f"time cap of {config.max_seconds:.0f} s reached after {step} steps: stopping early")
+                break
+        segmenter.eval()
     return TrainResult(model, config, step, time.monotonic() - started, stopped_early, losses)
 
 
@@ -389,8 +401,10 @@ def raw_scores(model: AnomalyModel, images: np.ndarray, chunk: int = 256) -> np.
 
 
 def calibrate(result: TrainResult, good: np.ndarray) -> float:
-    """Scale the model so the 99th percentile of ``good``'s scores is 0.5; returns the raw percentile."""
-    p99 = float(np.percentile(raw_scores(result.model, good), CALIBRATION_PERCENTILE))
+    """Scale the model so the 99th percentile of ``good``'s scores is 0.5; returns the raw percentile.
+    Runs with the training's thread count, so the scale (and the file) is the same on any machine."""
+    with fixed_torch_state(result.config.threads):
+        p99 = float(np.percentile(raw_scores(result.model, good), CALIBRATION_PERCENTILE))
     if not p99 > 0:
         raise ValueError(f"calibration crops score {p99}: cannot normalise")
     result.model.scale = CALIBRATION_TARGET / p99
