@@ -236,7 +236,6 @@ def test_auroc_needs_both_classes() -> None:
 
 def test_train_and_evaluate_commands_write_model_labels_and_card(tmp_path: Path) -> None:
     """The two commands end to end on the real scene generator, at toy size."""
-    pytest.importorskip("tools.scenes.production")
     from tools import evaluate_anomaly_model, train_anomaly_model
 
     assert train_anomaly_model.main([
