@@ -294,7 +294,9 @@ class CameraStream:
                 self._on_end_of_stream()
 
     def _on_end_of_stream(self) -> None:
-        if self.config.scheme == "file" and self.config.loop:
+        if self._last_frame_at is None:  # looping or waiting on a file with no frame in it helps nobody
+            self._fail("stream ended before its first frame")
+        elif self.config.scheme == "file" and self.config.loop:
             flags = Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT
             if self._pipeline.seek_simple(Gst.Format.TIME, flags, 0):
                 return

@@ -140,14 +140,21 @@ def test_truncated_file_and_unserved_rtsp_fail_alone(tmp_path, clips, blob_model
     app = Appliance(config)
     app.start()
     port = app.metrics_port
+    bad_streams = ("broken-file", "nobody")
+
+    def both_retried() -> bool:
+        samples = scrape(port)
+        return all((metric(samples, "appliance_stream_reconnects_total", stream=bad) or 0) >= 1 for bad in bad_streams)
+
     try:
-        time.sleep(5)
+        time.sleep(3)
+        assert wait_until(both_retried, timeout=20), "the broken streams were not retried"
         samples = scrape(port)
     finally:
         app.stop()
     assert metric(samples, "appliance_stream_up", stream="good") == 1
     assert metric(samples, "appliance_stream_frames_analyzed_total", stream="good") >= 15
-    for bad in ("broken-file", "nobody"):
+    for bad in bad_streams:
         assert metric(samples, "appliance_stream_up", stream=bad) == 0
         assert metric(samples, "appliance_stream_errors_total", stream=bad) >= 1
         assert metric(samples, "appliance_stream_reconnects_total", stream=bad) >= 1

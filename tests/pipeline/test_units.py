@@ -11,13 +11,14 @@ from pydantic import ValidationError
 
 from appliance.clock import ManualClock
 from appliance.config.schema import ApplianceConfig, ModelConfig, SourceConfig
+from appliance.events.factory import EventFactory
 from appliance.inference.engine import TensorSpec
 from appliance.metrics import ApplianceMetrics
 from appliance.pipeline.backoff import Backoff
 from appliance.pipeline.batching import Batcher
 from appliance.pipeline.frames import ArrayPixels, Frame, FrameSlot
 from appliance.pipeline.portable import input_size_for
-from appliance.pipeline.sources import InputSize, describe_pipeline
+from appliance.pipeline.sources import CameraStream, InputSize, StreamState, describe_pipeline
 from appliance.types import FrameResult
 
 
@@ -200,3 +201,23 @@ def test_models_of_a_source_must_share_an_input_size(tmp_path):
         {"models": models, "sources": [{"id": "s", "uri": "test://ball", "models": ["b"]}]}
     )
     assert input_size_for(config, config.sources[0]) == InputSize(640, 640)
+
+
+def test_a_looping_file_that_ends_before_its_first_frame_is_retried_not_looped(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    clock = ManualClock()
+    metrics = ApplianceMetrics()
+    events = []
+    config = SourceConfig.model_validate(
+        {"id": "empty", "uri": f"file://{tmp_path}/empty.mp4", "loop": True, "reconnect": {"initial_s": 2}}
+    )
+    stream = CameraStream(
+        config, InputSize(320, 320), FrameSlot("empty", wait_when_full=True, ready=threading.Condition()), metrics,
+        EventFactory("dev", "1", clock), events.append, clock,
+    )
+    stream.state = StreamState.STARTING
+    stream._on_end_of_stream()
+    assert stream.state is StreamState.WAITING
+    assert stream.reason == "stream ended before its first frame"
+    assert metrics.stream_errors.labels("empty")._value.get() == 1
+    assert [(e.kind, e.phase) for e in events] == [("stream.down", "start")]
