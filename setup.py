@@ -13,6 +13,8 @@ setup(
         "PyYAML>=6.0",
         "prometheus-client>=0.19",
         "scipy>=1.10",
+        "paho-mqtt>=2.0,<3",
+        "cryptography>=3.4",
     ],
     extras_require={
         "jetson": ["tensorrt", "pycuda"],
