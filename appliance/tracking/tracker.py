@@ -49,17 +49,24 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def closeness(a: np.ndarray, b: np.ndarray, reach: float) -> np.ndarray:
-    """1 at the same centre, falling to 0 at ``reach`` times the mean box diagonal."""
-    if len(a) == 0 or len(b) == 0 or reach <= 0:
+def match_scores(a: np.ndarray, b: np.ndarray, iou_needed: float, reach: float) -> np.ndarray:
+    """[A, B] how well boxes ``a`` (tracks) and ``b`` (detections) match: ``1 + IoU`` where they
+    overlap by ``iou_needed`` at least; else the closeness of their centres, 1 at the same centre
+    falling to 0 at ``reach`` times the mean box diagonal (0 when ``reach`` is 0)."""
+    if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
-    ca = (a[:, :2] + a[:, 2:]) / 2
-    cb = (b[:, :2] + b[:, 2:]) / 2
-    distance = np.linalg.norm(ca[:, None, :] - cb[None, :, :], axis=2)
-    diag_a = np.linalg.norm(a[:, 2:] - a[:, :2], axis=1)
-    diag_b = np.linalg.norm(b[:, 2:] - b[:, :2], axis=1)
-    scale = reach * (diag_a[:, None] + diag_b[None, :]) / 2
-    return np.clip(1 - distance / np.maximum(scale, 1e-9), 0, None)
+    ax1, ay1, ax2, ay2 = a.T[:, :, None]
+    bx1, by1, bx2, by2 = b.T[:, None, :]
+    inter = (np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0.0)
+             * np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0.0))
+    iou = inter / np.maximum((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter, 1e-9)
+    if reach <= 0:
+        near = 0.0
+    else:
+        distance = np.hypot((ax1 + ax2) - (bx1 + bx2), (ay1 + ay2) - (by1 + by2)) / 2
+        scale = reach * (np.hypot(ax2 - ax1, ay2 - ay1) + np.hypot(bx2 - bx1, by2 - by1)) / 2
+        near = np.maximum(1 - distance / np.maximum(scale, 1e-9), 0.0)
+    return np.where(iou >= iou_needed, 1 + iou, near)
 
 
 class Tracker:
@@ -74,7 +81,7 @@ class Tracker:
                 self._group_codes[label] = code
         self._next_id = 1
         self._mean = np.zeros((0, 8))
-        self._cov = np.zeros((0, 8, 8))
+        self._cov = np.zeros((0, 3, 4))  # per coordinate: var(pos), cov(pos, vel), var(vel)
         self._ids = np.zeros(0, dtype=np.int64)
         self._groups = np.zeros(0, dtype=np.int64)
         self._labels: list[str] = []
@@ -105,11 +112,8 @@ class Tracker:
             """Matches what it can; returns the detections left over."""
             if len(track_idx) == 0 or len(det_idx) == 0:
                 return det_idx
-            t_boxes, d_boxes = predicted[track_idx], boxes[det_idx]
-            iou = iou_matrix(t_boxes, d_boxes)
-            near = closeness(t_boxes, d_boxes, reach)
             # overlap first; a close centre alone ranks below any accepted overlap
-            score = np.where(iou >= iou_needed, 1 + iou, near)
+            score = match_scores(predicted[track_idx], boxes[det_idx], iou_needed, reach)
             score[self._groups[track_idx][:, None] != groups[det_idx][None, :]] = 0
             rows, cols = linear_sum_assignment(-score)
             ok = score[rows, cols] > 0
