@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Score the appliance's events against the scene generators' timelines.
 
-    python tools/evaluate_events.py [--cases production,tools,cleanroom,cage] [--seeds 9500,9501,9502]
+    python tools/evaluate_events.py [--cases production,anomaly,tools,cleanroom,cage] [--seeds 9500,9501,9502]
                                     [--duration 40] [--out var/eval] [--markdown]
 
 Each scenario is rendered to H.264 from a held-out seed, run through the real
@@ -37,6 +37,7 @@ from tools.scenes.common import FrameTruth, Scene, TimelineEvent  # noqa: E402
 from tools.scenes.production import TOOL_ZONE, ProductionLineScene, ToolStationScene  # noqa: E402
 
 ANALYZE_FPS = 5.0
+ANOMALY_THRESHOLD = 0.5  # engines/anomaly.md's suggestion
 TIME_TOLERANCE_S = 1.0  # an event may begin or end this much outside its truth interval
 
 
@@ -49,6 +50,14 @@ class Case:
     object_labels: tuple[str, ...]  # truth labels an event's box is matched against (empty: any object)
     grace_s: float  # the configured start delay, for the latency target
     same: Callable[[dict[str, Any], TimelineEvent], bool] = lambda event, truth: True
+    truth_kinds: tuple[tuple[str, str], ...] = ()  # (event kind, the timeline kind it answers) where they differ
+
+    def answers(self, timeline_kind: str) -> str | None:
+        """The event kind scored against a timeline kind (None: not scored here)."""
+        for kind, truth in self.truth_kinds:
+            if truth == timeline_kind:
+                return kind
+        return timeline_kind if timeline_kind in self.kinds and timeline_kind not in dict(self.truth_kinds) else None
 
 
 def _items(event: dict[str, Any], truth: TimelineEvent) -> bool:
@@ -70,6 +79,10 @@ def _defect(event: dict[str, Any], truth: TimelineEvent) -> bool:
 CASES = {
     "production": Case("production", "defects", lambda s, d: ProductionLineScene(seed=s, duration_s=d),
                        ("defect.part",), ("vial", "blister", "tablet"), 0.0, _defect),
+    # the second stage: the anomaly model, trained on good parts only, on the same parts
+    "anomaly": Case("anomaly", "defects", lambda s, d: ProductionLineScene(seed=s, duration_s=d),
+                    ("defect.anomaly",), ("vial", "blister", "tablet"), 0.0,
+                    truth_kinds=(("defect.anomaly", "defect.part"),)),
     "tools": Case("tools", "defects", lambda s, d: ToolStationScene(seed=s, duration_s=d),
                   ("tool.verified",), ("tool_clean", "tool_dirty", "tool_damaged"), 1.0, _state),
     "cleanroom": Case("cleanroom", "ppe", lambda s, d: CleanRoomScene(seed=s, duration_s=d),
@@ -89,10 +102,18 @@ def scenario_config(case: Case, scene: Scene, clip: Path, events: Path) -> Appli
     }
     source: dict[str, Any] = {"id": case.name, "uri": f"file://{clip}", "realtime": False,
                               "analyze_fps": ANALYZE_FPS, "rules": {}}
-    if case.name == "production":
+    models = [model]
+    if case.name in ("production", "anomaly"):
         x = scene.inspection_x / scene.width  # type: ignore[attr-defined]
         source["lines"] = [{"id": "inspection", "points": [[x, 0.0], [x, 1.0]]}]
         source["rules"]["defects"] = {"inspection_line": "inspection"}
+        if case.name == "anomaly":
+            source["rules"]["defects"]["anomaly"] = {"model": "anomaly"}
+            models.append({
+                "id": "anomaly", "onnx": str(REPO / "engines" / "anomaly.onnx"),
+                "labels": str(REPO / "engines" / "anomaly.labels"), "input": {"width": 64, "height": 64},
+                "parser": "anomaly", "confidence": ANOMALY_THRESHOLD,
+            })
     elif case.name == "tools":
         x1, y1, x2, y2 = TOOL_ZONE
         source["zones"] = [{"id": "table", "polygon": [[x1, y1], [x2, y1], [x2, y2], [x1, y2]], "normalized": False}]
@@ -107,7 +128,7 @@ def scenario_config(case: Case, scene: Scene, clip: Path, events: Path) -> Appli
         source["rules"]["animals"] = {"cage_zone": "cage", "expected_animals": scene.animal_count}  # type: ignore
         source["rules"]["tracker"] = {"label_groups": [["rodent", "rearing"]]}
     return ApplianceConfig.model_validate({
-        "device": {"id": "eval"}, "backend": "portable", "models": [model], "sources": [source],
+        "device": {"id": "eval"}, "backend": "portable", "models": models, "sources": [source],
         "inference": {"workers": 1}, "events": {"jsonl": str(events)}, "metrics": {"enabled": False},
     })
 
@@ -169,12 +190,12 @@ class Tally:
 
 def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, Tally]:
     truths = truth_frames(scene)
-    timeline = [t for t in scene.timeline() if t.kind in case.kinds]
+    timeline = [t for t in scene.timeline() if case.answers(t.kind) is not None]
     starts = [e for e in events if e["kind"] in case.kinds and e["phase"] == "start"]
     ends = {e["attributes"].get("episode"): e for e in events if e["phase"] == "end"}
     tallies = {kind: Tally() for kind in case.kinds}
     for t in timeline:
-        tallies[t.kind].truth += 1
+        tallies[case.answers(t.kind)].truth += 1
     used: set[int] = set()
     for event in starts:
         tally = tallies[event["kind"]]
@@ -184,7 +205,7 @@ def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, T
         ended = end["attributes"].get("stream_end_s", began) if end else event["attributes"].get("stream_end_s", began)
         who = object_of(event, truths, scene.fps, case.object_labels)
         for index, truth in enumerate(timeline):
-            if index in used or truth.kind != event["kind"]:
+            if index in used or case.answers(truth.kind) != event["kind"]:
                 continue
             if who is not None and truth.track_id is not None and who != truth.track_id:
                 continue

@@ -29,12 +29,26 @@ class TimingSettings(Strict):
         return Timing(self.start_after_s, self.end_after_s, self.update_every_s)
 
 
+class Picture(Protocol):
+    """A frame at source resolution (``events.snapshots.SourceImage`` in the pipeline)."""
+
+    def rgb(self) -> np.ndarray: ...
+
+
 @dataclass
 class FrameView:
     result: FrameResult  # with its tracks filled in
     t: float  # stream time, seconds
     zones: dict[str, Zone]
     lines: dict[str, Line]
+    image: Picture | None = None  # the full-resolution frame, where the backend keeps it
+    _rgb: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def rgb(self) -> np.ndarray | None:
+        """The frame as RGB pixels, converted on the first call only (rules rarely need pixels)."""
+        if self._rgb is None and self.image is not None:
+            self._rgb = self.image.rgb()
+        return self._rgb
 
     @property
     def tracks(self) -> list[Track]:

@@ -54,6 +54,7 @@ from pydantic import Field, model_validator
 
 from appliance.analytics.base import Finding, FrameView
 from appliance.analytics.geometry import Line
+from appliance.analytics.inspection import AnomalyInspector
 from appliance.config.base import Identifier, Strict
 from appliance.metrics import ApplianceMetrics
 from appliance.tracking.tracker import iou_matrix
@@ -84,6 +85,13 @@ class DriftSettings(Strict):
         return self.limit * 0.8 if self.clear_below is None else self.clear_below
 
 
+class AnomalyCheckSettings(Strict):
+    """Each counted part's crop scored by an anomaly model (its ``confidence`` is the threshold)."""
+
+    model: Identifier  # a model with parser: anomaly
+    crop_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # each side, of the box's longer side (as trained)
+
+
 class DefectSettings(Strict):
     inspection_line: Identifier | None = None  # a line of the source; None: no part counting
     part_labels: tuple[str, ...] = ("vial", "blister", "tablet")
@@ -95,6 +103,7 @@ class DefectSettings(Strict):
     handover_iou: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     track_memory_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 30.0  # forget a part not seen this long
     drift: DriftSettings | None = None
+    anomaly: AnomalyCheckSettings | None = None  # needs inspection_line: parts are looked at when counted
     tool_zone: Identifier | None = None  # None: tools anywhere in the view
     tool_labels: dict[str, str] = Field(
         default_factory=lambda: {"tool_clean": "clean", "tool_dirty": "dirty", "tool_damaged": "damaged"})
@@ -115,6 +124,8 @@ class DefectSettings(Strict):
                 common = groups[a] & groups[b]
                 if common:
                     raise ValueError(f"{a} and {b} share {', '.join(sorted(common))}")
+        if self.anomaly is not None and self.inspection_line is None:
+            raise ValueError("anomaly needs an inspection_line: parts are checked when they are counted there")
         unknown = set(self.ok_states) - set(self.tool_labels.values())
         if unknown:
             raise ValueError(f"ok_states {', '.join(sorted(unknown))} is not a state of tool_labels")
@@ -164,8 +175,15 @@ def _iou(a: Box, b: Box) -> float:
 class DefectRules:
     """The defects use case's rules for one stream (see the module doc)."""
 
-    def __init__(self, settings: DefectSettings, stream_id: str, metrics: ApplianceMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: DefectSettings,
+        stream_id: str,
+        metrics: ApplianceMetrics | None = None,
+        inspector: AnomalyInspector | None = None,
+    ) -> None:
         self.settings = settings
+        self.inspector = inspector
         self.stream_id = stream_id
         self.metrics = metrics
         self._part_labels = frozenset(settings.part_labels)
@@ -292,6 +310,7 @@ class DefectRules:
                     fraction = state.anchor_signed / (state.anchor_signed - signed[j])
                     at = state.anchor_t + fraction * (t - state.anchor_t)
                     findings.extend(self._count(parts[j], state, line.id, direction, at))
+                    findings.extend(self._inspect(view, parts[j], line.id, at))
             for state, value in zip(states, signed):
                 if value != 0:  # an anchor right on the line waits for the next one off it
                     state.anchor, state.anchor_t, state.anchor_signed = state.centre, t, value
@@ -360,6 +379,30 @@ class DefectRules:
             ))
         findings.extend(self._drift(defective, line_id, at))
         return findings
+
+    def _inspect(self, view: FrameView, track: Track, line_id: str, at: float) -> list[Finding]:
+        """The second stage: the anomaly model's verdict on a part that was just counted."""
+        if self.inspector is None:
+            return []
+        rgb = view.rgb()
+        if rgb is None:
+            if "pixels" not in self._warned:
+                self._warned.add("pixels")
+                log.error("stream %s: the backend keeps no frames; parts are not checked for anomalies",
+                          self.stream_id)
+            return []
+        seen = self.inspector.inspect(rgb, track.box)
+        if self.metrics is not None:
+            self.metrics.anomaly_score.labels(self.stream_id, line_id).observe(seen.score)
+        if not seen.anomalous:
+            return []
+        return [Finding(
+            "defect.anomaly", "start", began=at, ended=at, track_id=track.track_id, severity="warning",
+            confidence=round(seen.score, 4), box=track.box,
+            attributes={"score": round(seen.score, 4), "threshold": self.inspector.parser.threshold,
+                        "part": track.label, "line": line_id, "crop": [round(v, 1) for v in seen.crop],
+                        "peak": [round(v, 1) for v in seen.peak], "heat_map": seen.heat},
+        )]
 
     # -- drift ----------------------------------------------------------------
 

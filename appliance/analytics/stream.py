@@ -19,12 +19,14 @@ ZoneSpec = tuple[str, Sequence[tuple[float, float]], bool]  # id, points, normal
 
 
 class StreamAnalytics:
-    """Owns one stream's tracker and rules. Called with the stream's results in frame order."""
+    """Owns one stream's tracker and rules. Called with the stream's results in frame order.
+
+    Without a tracker, the tracks the backend put in each result are used as they are."""
 
     def __init__(
         self,
         stream_id: str,
-        tracker: Tracker,
+        tracker: Tracker | None,
         rules: Sequence[Rules],
         events: EventFactory,
         emit: EventSink,
@@ -56,15 +58,17 @@ class StreamAnalytics:
         if self._last_t is not None and t < self._last_t - 0.5:
             log.info("stream %s: time restarted (loop or reconnect); closing open events", self.stream_id)
             emitted = self.close()
-            self.tracker = Tracker(self.tracker.settings)
+            if self.tracker is not None:
+                self.tracker = Tracker(self.tracker.settings)
         else:
             emitted = []
         self._last_t = t
         self._last_wall = result.wall_time
         if self._size != (result.width, result.height):
             self._layout(result.width, result.height)
-        result.tracks = self.tracker.update(result.detections)
-        view = FrameView(result, t, self._zones, self._lines)
+        if self.tracker is not None:  # None: the backend tracked them (nvtracker on DeepStream)
+            result.tracks = self.tracker.update(result.detections)
+        view = FrameView(result, t, self._zones, self._lines, image)
         for rules in self.rules:
             emitted.extend(self._publish(rules.observe(view), t, result.wall_time, image))
         return emitted

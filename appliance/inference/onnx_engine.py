@@ -13,8 +13,9 @@ import numpy as np
 import onnxruntime as ort
 
 from appliance.config.schema import ModelConfig
+from appliance.inference.anomaly import AnomalyParser
 from appliance.inference.engine import Engine, ModelMismatch, TensorSpec
-from appliance.inference.parsers import make_parser
+from appliance.inference.parsers import Parser, make_parser
 
 DYNAMIC_MAX_BATCH = 64  # batch limit for models whose batch dimension is dynamic
 
@@ -133,9 +134,13 @@ def load_engine(model: ModelConfig, threads: int = 1) -> Engine:
     Other backends (TensorRT on NVIDIA) plug in here, behind the same protocol.
     """
     engine = OnnxRuntimeEngine(model, threads)
-    parser = make_parser(
-        model.parser, model.label_names(), model.confidence, model.iou, model.max_detections, model.id
-    )
+    parser: Parser | AnomalyParser
+    if model.second_stage:
+        parser = AnomalyParser(model.confidence, model.id)
+    else:
+        parser = make_parser(
+            model.parser, model.label_names(), model.confidence, model.iou, model.max_detections, model.id
+        )
     try:
         parser.check(engine.outputs)
     except ModelMismatch as exc:

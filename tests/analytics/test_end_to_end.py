@@ -3,6 +3,8 @@ decode in GStreamer, the shipped models, tracking, rules): the timeline's events
 
 from __future__ import annotations
 
+import json
+
 from tools.evaluate_events import CASES, run_scenario
 
 
@@ -21,3 +23,15 @@ def test_production_scenario_reports_defective_parts_at_the_line(tmp_path):
     tally = tallies["defect.part"]
     assert tally.truth >= 3
     assert tally.matched_emitted >= 1 and tally.precision >= 0.5, tally
+
+
+def test_anomaly_model_flags_defective_parts_it_was_never_shown(tmp_path):
+    tallies = run_scenario(CASES["anomaly"], seed=9500, duration=20.0, out=tmp_path)
+    tally = tallies["defect.anomaly"]
+    assert tally.truth >= 3
+    assert tally.matched_emitted >= 2 and tally.precision >= 0.6, tally
+    events = [json.loads(line) for line in (tmp_path / "anomaly-9500.events.jsonl").read_text().splitlines()]
+    flagged = [e for e in events if e["kind"] == "defect.anomaly"]
+    heat = flagged[0]["attributes"]["heat_map"]
+    assert len(heat) == 16 and all(len(row) == 16 for row in heat)
+    assert max(max(row) for row in heat) >= flagged[0]["attributes"]["threshold"]

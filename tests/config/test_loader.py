@@ -564,3 +564,35 @@ def test_problem_format() -> None:
     error = ConfigError([problem, ConfigProblem("x.yaml", 2, "(top)", "bad")])
     assert str(error) == f"{problem}\nx.yaml:2: (top): bad"
     assert error.problems[0] is problem
+
+
+ANOMALY_SOURCE = MODEL + """\
+  - id: anomaly
+    onnx: model.onnx
+    labels: [anomaly]
+    input: {width: 64, height: 64}
+    parser: anomaly
+sources:
+  - id: line
+    uri: test://ball
+    lines: [{id: inspect, points: [[0.5, 0], [0.5, 1]]}]
+    rules:
+      defects:
+        inspection_line: inspect
+        anomaly: {model: anomaly}
+"""  # lines 1-18
+
+
+def test_an_anomaly_model_scores_crops_of_counted_parts_not_frames(site: Path) -> None:
+    config = load_config(write(site, ANOMALY_SOURCE))
+    assert [m.id for m in config.models_for(config.sources[0])] == ["detector"]  # 640 and 64 side by side
+    path = write(site, ANOMALY_SOURCE + "    models: [detector, anomaly]\n")
+    assert_only_problem(path, 19, "sources.0.models.1", "model 'anomaly' scores crops, not frames")
+
+
+def test_the_anomaly_check_names_an_anomaly_model(site: Path) -> None:
+    path = write(site, ANOMALY_SOURCE.replace("anomaly: {model: anomaly}", "anomaly: {model: detector}"))
+    problem = assert_only_problem(path, 18, "sources.0.rules.defects.anomaly.model", "'detector' is not an anomaly")
+    assert "(defined: anomaly)" in problem.reason
+    path = write(site, ANOMALY_SOURCE.replace("        inspection_line: inspect\n", ""))
+    assert_only_problem(path, 16, "sources.0.rules.defects", "anomaly needs an inspection_line")

@@ -199,3 +199,16 @@ def test_map_to_source_portrait_frame_and_a_smaller_map() -> None:
 def test_map_to_source_refuses_a_batch() -> None:
     with pytest.raises(ValueError, match=r"\[H, W\]"):
         map_to_source(np.zeros((2, 1, 64, 64), np.float32), Letterbox.compute(64, 64, 64, 64))
+
+
+def test_load_engine_checks_an_anomaly_model_against_the_anomaly_layout() -> None:
+    from appliance.inference.onnx_engine import load_engine
+
+    engines = Path(__file__).resolve().parents[2] / "engines"
+    engine = load_engine(model_config(engines / "anomaly.onnx", ["anomaly"], 64, parser="anomaly"))
+    try:
+        assert {o.name for o in engine.outputs} >= {"pred_score", "anomaly_map"}
+    finally:
+        engine.close()
+    with pytest.raises(ModelMismatch, match=r"expected outputs 'pred_score'.*found 'output0'"):
+        load_engine(model_config(engines / "blobs.onnx", ["anomaly"], 320, parser="anomaly"))
