@@ -15,6 +15,8 @@ setup(
         "scipy>=1.10",
         "paho-mqtt>=2.0,<3",
         "cryptography>=3.4",
+        "psutil>=5.9",  # host CPU and memory metrics
+        "nvidia-ml-py>=12.535",  # GPU metrics through NVML where a driver is installed (absent otherwise)
     ],
     extras_require={
         "jetson": ["tensorrt", "pycuda"],

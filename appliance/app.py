@@ -8,14 +8,16 @@ import threading
 from appliance.analytics.assembly import analytics_for
 from appliance.clock import Clock, SystemClock
 from appliance.config.schema import ApplianceConfig
+from appliance.events.delivery import Delivery, open_outbox, store_event
 from appliance.events.factory import EventFactory
 from appliance.events.snapshots import SnapshotStore, SourceImage
+from appliance.health import ApplianceHealth
 from appliance.inference.onnx_engine import load_engine
+from appliance.inference.tensorrt_engine import load_tensorrt_engine
 from appliance.jsonl import JsonlWriter
 from appliance.metrics import ApplianceMetrics, MetricsServer
-from appliance.pipeline.backend import choose_backend
+from appliance.pipeline.backend import make_backend
 from appliance.pipeline.batching import EngineFactory, ResultSink
-from appliance.pipeline.portable import PortableBackend
 from appliance.types import Event, FrameResult
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,18 @@ class Appliance:
         self.config = config
         self.clock = clock or SystemClock()
         self.metrics = metrics or ApplianceMetrics()
-        self.metrics.config.info({"version": config.version, "device": config.device.id})
+        self.metrics.describe_config(config)
         threads = config.inference.threads_per_worker
-        self._make_engine = make_engine or (lambda model: load_engine(model, threads=threads))
+        self._make_engine = make_engine or (  # engines.runtime: ONNX Runtime, or TensorRT on NVIDIA
+            (lambda model: load_tensorrt_engine(config, model)) if config.engines.runtime == "tensorrt"
+            else (lambda model: load_engine(model, threads=threads)))
         self.events = EventFactory(config.device.id, config.version, self.clock)
         self._results = JsonlWriter(config.results.jsonl) if config.results.jsonl else None
         self._event_log = JsonlWriter(config.events.jsonl) if config.events.jsonl else None
+        # events.sinks: every event goes to the SQLite outbox first; one delivery thread per sink reads it
+        self.outbox = open_outbox(config, self.metrics, self.clock) if config.events.sinks else None
+        in_process = self.outbox is not None and config.events.outbox.delivered_by == "pipeline"
+        self.delivery = Delivery.from_config(config, self.outbox, self.metrics, self.clock) if in_process else None
         self._server: MetricsServer | None = None
         self._observe_result = on_result
         self._tally: dict[str, tuple[int, int]] = {}  # stream -> (frames, detections) since the last summary
@@ -49,15 +57,19 @@ class Appliance:
         self.snapshots = (
             SnapshotStore(shots.directory, shots.max_count, shots.max_age_h * 3600) if shots.directory else None
         )
-        self.analytics = {
-            s.id: analytics_for(config, s, self.events, self._on_event, self.metrics, self.snapshots)
-            for s in config.sources
-        }
-        choice = choose_backend(config.backend)
-        log.info("backend: %s (%s)", choice.name, choice.reason)
-        self.backend = PortableBackend(
+        # crop-scoring models run in the analytics, one engine each, shared by the streams
+        self.second_stage = {m.id: self._make_engine(m) for m in config.models if m.second_stage}
+        self.backend = make_backend(  # portable or deepstream (auto: logs which, and why)
             config, self._make_engine, self._on_result, self._on_event, self.events, self.metrics, self.clock
         )
+        self.analytics = {
+            s.id: analytics_for(config, s, self.events, self._on_event, self.metrics, self.snapshots,
+                                self.second_stage, backend_tracks=self.backend.tracks_objects)
+            for s in config.sources
+        }
+        # /healthz, /readyz (add a check: self.health.readiness.add(...)), host metrics, systemd notification
+        self.health = ApplianceHealth(config, self.backend, self.metrics, self.clock,
+                                      lambda: [*self.backend.loaded_models, *self.second_stage])
 
     @property
     def metrics_port(self) -> int | None:
@@ -66,11 +78,14 @@ class Appliance:
     def start(self) -> None:
         m = self.config.metrics
         if m.enabled:
-            self._server = MetricsServer(self.metrics, m.address, m.port, m.path)
+            self._server = MetricsServer(self.metrics, m.address, m.port, m.path, pages=self.health.pages)
             self._server.start()
             log.info("metrics at http://%s:%d%s", m.address, self._server.port, m.path)
+        if self.delivery is not None:
+            self.delivery.start()
         self.backend.start()
         log.info("running %d streams, %d models", len(self.config.sources), len(self.config.models))
+        self.health.started()
 
     def run(self, duration: float | None = None, stop: threading.Event | None = None) -> None:
         """Runs until ``stop`` is set, ``duration`` seconds pass, or every file source ended."""
@@ -87,6 +102,7 @@ class Appliance:
             if now >= next_summary:
                 self._log_summary(SUMMARY_INTERVAL_S)
                 next_summary = now + SUMMARY_INTERVAL_S
+            self.health.tick()
 
     def _log_summary(self, interval: float) -> None:
         """One line per stream for the person watching the console."""
@@ -101,16 +117,24 @@ class Appliance:
             )
 
     def stop(self) -> None:
+        self.health.stopping()
         self.backend.stop()
         for analytics in self.analytics.values():
             analytics.close()
+        for engine in self.second_stage.values():
+            engine.close()
         if self.snapshots is not None:
             self.snapshots.close()
         if self._server is not None:
             self._server.stop()
+        self.health.close()
         for writer in (self._results, self._event_log):
             if writer is not None:
                 writer.close()
+        if self.delivery is not None:  # last: the analytics above may end events
+            self.delivery.stop()
+        if self.outbox is not None:
+            self.outbox.close()
 
     def _on_result(self, result: FrameResult, image: SourceImage | None = None) -> None:
         """Called by the batcher, in frame order for each stream."""
@@ -124,6 +148,8 @@ class Appliance:
             self._observe_result(result, image)
 
     def _on_event(self, event: Event) -> None:
+        if self.outbox is not None:
+            store_event(self.outbox, event)  # durable before it counts as emitted
         self.metrics.events.labels(event.kind, event.phase, event.severity).inc()
         log.info("event %s %s stream=%s %s", event.kind, event.phase, event.stream_id, event.attributes)
         if self._event_log is not None:

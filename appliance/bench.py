@@ -55,6 +55,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=30, help="length of the --live run (default 30)")
     parser.add_argument("--analytics", action="store_true",
                         help="instead: time tracking + rules + event creation per frame with 30 tracked objects")
+    parser.add_argument("--events", action="store_true",
+                        help="instead: outbox write cost per event and sustained delivery to a local Mosquitto")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
 
 
@@ -395,7 +397,11 @@ def run_bench(args: argparse.Namespace) -> int:
               f"({soak['rss_growth_percent']:+.1f} %)")
     if args.analytics:
         report["analytics"] = run_analytics()
-    if args.live is None and not args.soak and not args.analytics:
+    if args.events:
+        from appliance.events.bench import run_events_bench
+
+        report["events"] = run_events_bench()
+    if args.live is None and not args.soak and not args.analytics and not args.events:
         report.update(_throughput(args, clip, model, fps))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

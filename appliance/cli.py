@@ -88,6 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_arguments(bench)
     bench.set_defaults(handler=_cmd_bench)
+    from appliance.engines_command import add_engines_command
+
+    add_engines_command(commands, DEFAULT_CONFIG)
+    from appliance.fleet.commands import add_agent_arguments, add_fleet_arguments
+
+    add_fleet_arguments(commands.add_parser("fleet", help="operators: keygen, sign and push config bundles"))
+    add_agent_arguments(commands.add_parser("agent", help="on the device: apply pushed config bundles"))
+    from appliance.status import add_status_arguments, run_status
+
+    status = commands.add_parser("status", help="streams, models and outbox of the running appliance")
+    add_status_arguments(status)
+    status.set_defaults(handler=run_status)
+    from appliance.events.commands import add_events_arguments, run_events
+
+    events = commands.add_parser("events", help="the event outbox: list, tail, replay")
+    add_events_arguments(events, DEFAULT_CONFIG)
+    events.set_defaults(handler=run_events)
     return parser
 
 

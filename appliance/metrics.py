@@ -6,14 +6,22 @@ config and the model's label file, never from URLs or free text.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from appliance import __version__
+
+if TYPE_CHECKING:
+    from appliance.config.schema import ApplianceConfig
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,42 @@ class ApplianceMetrics:
             "appliance_defect_rate_ratio", "Defective fraction of the recent parts at an inspection line",
             ["stream", "line"], registry=r,
         )
+        # Event delivery (appliance/events/delivery.py); sink = the sink's configured id.
+        self.outbox_pending = Gauge("appliance_outbox_pending_events", "Events in the outbox not yet delivered",
+                                    ["sink"], registry=r)
+        self.outbox_oldest_age = Gauge("appliance_outbox_oldest_pending_age_seconds",
+                                       "Age of the oldest event not yet delivered (0 when none)", ["sink"], registry=r)
+        self.events_delivered = Counter("appliance_events_delivered", "Events acknowledged by the sink", ["sink"],
+                                        registry=r)
+        self.delivery_failures = Counter("appliance_events_delivery_failures",
+                                         "Times a sink failed (refused, connection lost, error answers after retries)",
+                                         ["sink"], registry=r)
+        self.events_dropped = Counter("appliance_events_dropped", "Events removed from the outbox undelivered",
+                                      ["reason"], registry=r)
+        self.outbox_bytes = Gauge("appliance_outbox_bytes", "Bytes of event JSON held in the outbox", registry=r)
+        self.anomaly_score = Histogram(
+            "appliance_part_anomaly_score", "Anomaly model score of each part counted at an inspection line",
+            ["stream", "line"], buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0), registry=r,
+        )
+        # Ops view: what the config asks for and which model files run (set by describe_config).
+        self.target_fps = Gauge(
+            "appliance_stream_target_fps", "Frames per second the config asks to analyze (analyze_fps)",
+            ["stream"], registry=r,
+        )
+        self.model = Info(
+            "appliance_model", "A configured model: file, content hash, parser, input size", ["model"], registry=r
+        )
+
+    def describe_config(self, config: ApplianceConfig) -> None:
+        """Config version, device and site (dashboards join on them), stream targets and model versions."""
+        self.config.info({"version": config.version, "device": config.device.id, "site": config.device.site})
+        for source in config.sources:
+            self.target_fps.labels(source.id).set(source.analyze_fps)
+        for model in config.models:
+            self.model.labels(model.id).info({
+                "file": model.onnx.name, "sha256": _sha256(model.onnx)[:12], "parser": model.parser,
+                "input": f"{model.input.width}x{model.input.height}",
+            })
 
     def declare_stream(self, stream: str) -> None:
         """Make a stream's series exist from start-up (a stream that never worked shows up 0)."""
@@ -115,20 +159,41 @@ class ApplianceMetrics:
         return generate_latest(self.registry)
 
 
-class MetricsServer:
-    """Serves the registry at ``path`` on ``address:port`` (port 0 picks a free one)."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
-    def __init__(self, metrics: ApplianceMetrics, address: str, port: int, path: str) -> None:
+
+JsonPages = Mapping[str, Callable[[], tuple[int, dict[str, Any]]]]  # path -> (HTTP status, JSON body)
+
+
+class MetricsServer:
+    """Serves the registry at ``path`` on ``address:port`` (port 0 picks a free one), and JSON
+    ``pages`` (``/healthz``, ``/readyz`` from appliance/health.py) beside it."""
+
+    def __init__(
+        self, metrics: ApplianceMetrics, address: str, port: int, path: str, pages: JsonPages | None = None
+    ) -> None:
         metrics_path = path
+        json_pages = dict(pages or {})
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path.split("?", 1)[0] != metrics_path:
+                route = self.path.split("?", 1)[0]
+                if route in json_pages:
+                    status, payload = json_pages[route]()
+                    self._reply(status, "application/json", json.dumps(payload).encode())
+                elif route == metrics_path:
+                    self._reply(200, CONTENT_TYPE_LATEST, metrics.exposition())
+                else:
                     self.send_error(404, "not found")
-                    return
-                body = metrics.exposition()
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+
+            def _reply(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

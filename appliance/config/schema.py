@@ -24,6 +24,9 @@ from appliance.analytics.animals import AnimalSettings
 from appliance.analytics.defects import DefectSettings
 from appliance.analytics.ppe import PpeSettings
 from appliance.config.base import Identifier, Strict
+from appliance.config.delivery import MqttBrokerConfig, OutboxConfig, SinkConfig
+from appliance.config.fleet import FleetConfig
+from appliance.config.nvidia import DeepStreamConfig, EnginesConfig
 
 UseCase = Literal["defects", "ppe", "animals"]
 SOURCE_SCHEMES = ("rtsp", "rtsps", "file", "v4l2", "test")
@@ -72,7 +75,8 @@ class ModelConfig(Strict):
     onnx: Path
     labels: Path | list[str]
     input: InputSize
-    parser: Literal["yolov8", "yolov5", "yolo_end2end"] = "yolov8"
+    # yolo*: full-frame detectors; anomaly: a second stage that scores crops of parts (anomalib's outputs)
+    parser: Literal["yolov8", "yolov5", "yolo_end2end", "anomaly"] = "yolov8"
     input_name: str | None = None
     confidence: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
     iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
@@ -97,6 +101,11 @@ class ModelConfig(Strict):
         if not path.is_file():
             raise ValueError(f"labels file not found: {path}")
         return path
+
+    @property
+    def second_stage(self) -> bool:
+        """Runs on crops the rules choose, not on whole frames."""
+        return self.parser == "anomaly"
 
     def label_names(self) -> list[str]:
         if isinstance(self.labels, list):
@@ -276,6 +285,14 @@ class SnapshotConfig(Strict):
 class EventsConfig(Strict):
     jsonl: Path | None = None
     snapshots: SnapshotConfig = SnapshotConfig()
+    outbox: OutboxConfig = OutboxConfig()  # used when there are sinks
+    sinks: list[SinkConfig] = []
+
+    @field_validator("sinks")
+    @classmethod
+    def _unique_sinks(cls, sinks: list[SinkConfig], info: ValidationInfo) -> list[SinkConfig]:
+        _refuse_duplicates([s.id for s in sinks], "sink", info.field_name or "sinks")
+        return sinks
 
     @field_validator("jsonl")
     @classmethod
@@ -300,6 +317,18 @@ class ApplianceConfig(Strict):
     results: ResultsConfig = ResultsConfig()
     events: EventsConfig = EventsConfig()
     metrics: MetricsConfig = MetricsConfig()
+    mqtt: MqttBrokerConfig | None = None  # the broker of events (mqtt sinks) and fleet config
+    engines: EnginesConfig = EnginesConfig()  # TensorRT engine building (appliance/config/nvidia.py)
+    deepstream: DeepStreamConfig = DeepStreamConfig()  # the DeepStream backend (appliance/config/nvidia.py)
+    fleet: FleetConfig | None = None  # the fleet agent: pinned key, groups, health window (config/fleet.py)
+
+    @model_validator(mode="after")
+    def _sinks_have_broker(self) -> ApplianceConfig:
+        for index, sink in enumerate(self.events.sinks):
+            if sink.type == "mqtt" and self.mqtt is None:
+                raise error_at(("events", "sinks", index, "type"), "no_broker",
+                               "an mqtt sink needs the broker in the top-level 'mqtt:' section")
+        return self
 
     @field_validator("models")
     @classmethod
@@ -328,6 +357,27 @@ class ApplianceConfig(Strict):
                         ref=ref,
                         known=", ".join(sorted(known)) or "none",
                     )
+        by_id = {m.id: m for m in self.models}
+        for index, source in enumerate(self.sources):
+            for position, ref in enumerate(source.models or []):
+                if by_id[ref].second_stage:
+                    raise error_at(
+                        ("sources", index, "models", position),
+                        "second_stage_model",
+                        "model '{ref}' scores crops, not frames: name it in rules.defects.anomaly.model",
+                        ref=ref,
+                    )
+            defects = source.rules.defects
+            if defects is not None and defects.anomaly is not None:
+                ref = defects.anomaly.model
+                if ref not in by_id or not by_id[ref].second_stage:
+                    raise error_at(
+                        ("sources", index, "rules", "defects", "anomaly", "model"),
+                        "unknown_anomaly_model",
+                        "'{ref}' is not an anomaly model (defined: {known})",
+                        ref=ref,
+                        known=", ".join(sorted(m.id for m in self.models if m.second_stage)) or "none",
+                    )
         for index, source in enumerate(self.sources):
             sizes = sorted({(m.input.width, m.input.height) for m in self.models_for(source)})
             if len(sizes) > 1:
@@ -341,11 +391,11 @@ class ApplianceConfig(Strict):
         return self
 
     def models_for(self, source: SourceConfig) -> list[ModelConfig]:
-        """The models a source is analyzed with (all models when it names none)."""
+        """The full-frame models a source is analyzed with (all of them when it names none)."""
         if source.models is None:
-            return list(self.models)
+            return [m for m in self.models if not m.second_stage]
         wanted = set(source.models)
-        return [m for m in self.models if m.id in wanted]
+        return [m for m in self.models if m.id in wanted and not m.second_stage]
 
 
 def find_duplicate_ids(ids: list[object]) -> list[tuple[int, object, int]]:

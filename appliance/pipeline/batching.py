@@ -118,6 +118,11 @@ class Batcher:
             for runtime in runtimes:
                 runtime.engine.close()
 
+    @property
+    def loaded_models(self) -> list[str]:
+        """Ids of the models whose engines are open (made at start-up, closed at stop)."""
+        return [] if self._stopping.is_set() else [r.config.id for r in self._runtimes[0]]
+
     def _take(self) -> list[tuple[FrameSlot, Frame]]:
         with self._ready:
             while not self._stopping.is_set():

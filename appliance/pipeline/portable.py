@@ -28,6 +28,7 @@ def input_size_for(config: ApplianceConfig, source: SourceConfig) -> InputSize:
 
 class PortableBackend:
     name = "portable"
+    tracks_objects = False  # the analytics' own tracker follows the objects
 
     def __init__(
         self,
@@ -53,7 +54,7 @@ class PortableBackend:
         self.batcher = Batcher(
             slots=[s.slot for s in self.streams],
             stream_models={s.id: [m.id for m in config.models_for(s.config)] for s in self.streams},
-            models=config.models,
+            models=[m for m in config.models if not m.second_stage],  # crops are the analytics' business
             make_engine=make_engine,
             on_result=on_result,
             metrics=metrics,
@@ -77,6 +78,10 @@ class PortableBackend:
         for stream in self.streams:
             stream.stop()
         self.batcher.stop()
+
+    @property
+    def loaded_models(self) -> list[str]:
+        return self.batcher.loaded_models
 
     @property
     def finished(self) -> bool:

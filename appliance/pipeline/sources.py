@@ -247,6 +247,17 @@ class CameraStream:
             self._last_count = count
             return self._count_base + count
 
+    # -- health, read by /readyz ---------------------------------------------------------------
+
+    @property
+    def stall_timeout_s(self) -> float:
+        return self.config.reconnect.stall_timeout_s
+
+    def last_frame_age(self) -> float | None:
+        """Seconds since the current pipeline's last decoded frame (None before its first)."""
+        last = self._last_frame_at
+        return None if last is None else self._clock.monotonic() - last
+
     # -- supervision (one thread polls every stream) ------------------------------------------
 
     def poll(self) -> None:
