@@ -43,8 +43,8 @@ from appliance.pipeline.backend import BackendUnavailable
 from appliance.pipeline.backoff import Backoff
 from appliance.pipeline.ds_probe import DetectionProbe, LabelTable, ModelOutputs, ResultSink, TrackProbe
 from appliance.pipeline.nvconfig import GroupFiles, InferUnit, write_group_configs
+from appliance.pipeline.outage import StreamOutage
 from appliance.pipeline.sources import EventSink, StreamState
-from appliance.types import Event
 
 log = logging.getLogger(__name__)
 
@@ -231,13 +231,11 @@ class DeepStreamStream:
         self.state = StreamState.STOPPED
         self.reason = ""
         self.reconnects = 0
-        self._events = events
-        self._emit = emit
         self._clock = clock
         self._metrics = metrics
         self._started_at = 0.0
         self._last_frame_at: float | None = None
-        self._outage: Event | None = None
+        self._outage = StreamOutage(self.id, events, emit, clock)
 
     def start(self) -> None:
         self.state = StreamState.STARTING
@@ -271,11 +269,7 @@ class DeepStreamStream:
         self._metrics.stream_up.labels(self.id).set(0)
         self._metrics.stream_errors.labels(self.id).inc()
         log.error("stream %s: %s", self.id, reason)
-        if self._outage is None:
-            self._outage = self._events.make(
-                "stream.down", "start", self.id, self._clock.wall(), severity="warning",
-                attributes={"reason": reason, "was_running": was_running})
-            self._emit(self._outage)
+        self._outage.begin(reason, was_running)
 
     def poll(self) -> None:
         if self.state in (StreamState.ENDED, StreamState.STOPPED):
@@ -290,22 +284,13 @@ class DeepStreamStream:
                     self._metrics.reconnects.labels(self.id).inc()
                 self.state = StreamState.RUNNING
                 self._metrics.stream_up.labels(self.id).set(1)
-                self._close_outage()
+                self._outage.end(self.reconnects)
             self._metrics.last_frame.labels(self.id).set(self._clock.wall() - (now - last))
             return
         if self.state is StreamState.RUNNING:
             self.down(f"no frame for {now - (last or now):.1f} s (stalled)")
         elif self.state is StreamState.STARTING and now - self._started_at > max(timeout, 10.0):
             self.down(f"no frame within {max(timeout, 10.0):.0f} s of start")
-
-    def _close_outage(self) -> None:
-        if self._outage is None:
-            return
-        self._emit(self._events.make(
-            "stream.down", "end", self.id, self._outage.started_at, ended_at=self._clock.wall(),
-            severity="warning", attributes={"reason": self._outage.attributes.get("reason", ""),
-                                            "reconnects": self.reconnects}))
-        self._outage = None
 
 
 class GroupPipeline:

@@ -27,6 +27,7 @@ from appliance.metrics import ApplianceMetrics
 from appliance.pipeline.backoff import Backoff
 from appliance.pipeline.frames import Frame, FrameSlot
 from appliance.pipeline.gst import Gst
+from appliance.pipeline.outage import StreamOutage
 from appliance.types import Event
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,6 @@ class CameraStream:
         self.size = size
         self.slot = slot
         self._metrics = metrics
-        self._events = events
-        self._emit = emit
         self._clock = clock
         self._backoff = Backoff(config.reconnect.initial_s, config.reconnect.max_s)
         self._pipeline: Gst.Pipeline | None = None
@@ -145,7 +144,7 @@ class CameraStream:
         self._last_pts = -1
         self._next_due_pts = 0
         self._period_ns = int(1e9 / config.analyze_fps)
-        self._outage: Event | None = None  # the open stream.down event
+        self._outage = StreamOutage(self.id, events, emit, clock)
         self._source_image: SourceImage | None = None
 
     # -- life cycle ---------------------------------------------------------------------
@@ -287,7 +286,7 @@ class CameraStream:
             self.state = StreamState.RUNNING
             self._backoff.reset()
             log.info("stream %s: running", self.id)
-            self._close_outage(now)
+            self._outage.end(self.reconnects)
 
     def _drain_bus(self) -> None:
         bus = self._pipeline.get_bus()
@@ -337,22 +336,7 @@ class CameraStream:
         log.error("stream %s: %s; retrying in %.1f s", self.id, reason, delay)
         if debug:
             log.debug("stream %s: %s", self.id, debug)
-        if self._outage is None:
-            self._outage = self._events.make(
-                "stream.down", "start", self.id, self._clock.wall(), severity="warning",
-                attributes={"reason": reason, "was_running": was_running},
-            )
-            self._emit(self._outage)
-
-    def _close_outage(self, now: float) -> None:
-        if self._outage is None:
-            return
-        started = self._outage.started_at
-        self._emit(self._events.make(
-            "stream.down", "end", self.id, started, ended_at=self._clock.wall(), severity="warning",
-            attributes={"reason": self._outage.attributes.get("reason", ""), "reconnects": self.reconnects},
-        ))
-        self._outage = None
+        self._outage.begin(reason, was_running)
 
     def _report(self, now: float) -> None:
         last = self._last_frame_at
