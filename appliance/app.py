@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from appliance.analytics.assembly import analytics_for
+from appliance.analytics.stream import StreamAnalytics
 from appliance.clock import Clock, SystemClock
-from appliance.config.schema import ApplianceConfig
+from appliance.config.loader import ConfigError
+from appliance.config.schema import ApplianceConfig, SourceConfig
 from appliance.events.delivery import Delivery, open_outbox, store_event
 from appliance.events.factory import EventFactory
+from appliance.events.outbox import Outbox
 from appliance.events.snapshots import SnapshotStore, SourceImage
 from appliance.health import ApplianceHealth
 from appliance.inference.onnx_engine import load_engine
@@ -18,6 +22,7 @@ from appliance.jsonl import JsonlWriter
 from appliance.metrics import ApplianceMetrics, MetricsServer
 from appliance.pipeline.backend import make_backend
 from appliance.pipeline.batching import EngineFactory, ResultSink
+from appliance.reload import ReloadPlan, plan_reload
 from appliance.types import Event, FrameResult
 
 log = logging.getLogger(__name__)
@@ -46,9 +51,8 @@ class Appliance:
         self._results = JsonlWriter(config.results.jsonl) if config.results.jsonl else None
         self._event_log = JsonlWriter(config.events.jsonl) if config.events.jsonl else None
         # events.sinks: every event goes to the SQLite outbox first; one delivery thread per sink reads it
-        self.outbox = open_outbox(config, self.metrics, self.clock) if config.events.sinks else None
-        in_process = self.outbox is not None and config.events.outbox.delivered_by == "pipeline"
-        self.delivery = Delivery.from_config(config, self.outbox, self.metrics, self.clock) if in_process else None
+        self._outbox_lock = threading.Lock()  # a reload may replace the outbox and its delivery
+        self.outbox, self.delivery = self._open_delivery(config)
         self._server: MetricsServer | None = None
         self._observe_result = on_result
         self._tally: dict[str, tuple[int, int]] = {}  # stream -> (frames, detections) since the last summary
@@ -62,14 +66,47 @@ class Appliance:
         self.backend = make_backend(  # portable or deepstream (auto: logs which, and why)
             config, self._make_engine, self._on_result, self._on_event, self.events, self.metrics, self.clock
         )
-        self.analytics = {
-            s.id: analytics_for(config, s, self.events, self._on_event, self.metrics, self.snapshots,
-                                self.second_stage, backend_tracks=self.backend.tracks_objects)
-            for s in config.sources
-        }
+        self.analytics = {s.id: self._analytics_for(config, s) for s in config.sources}
+        self._analytics_locks = {s.id: threading.Lock() for s in config.sources}  # a reload swaps them
         # /healthz, /readyz (add a check: self.health.readiness.add(...)), host metrics, systemd notification
         self.health = ApplianceHealth(config, self.backend, self.metrics, self.clock,
                                       lambda: [*self.backend.loaded_models, *self.second_stage])
+
+    def _analytics_for(self, config: ApplianceConfig, source: SourceConfig) -> StreamAnalytics:
+        return analytics_for(config, source, self.events, self._on_event, self.metrics, self.snapshots,
+                             self.second_stage, backend_tracks=self.backend.tracks_objects)
+
+    def _open_delivery(self, config: ApplianceConfig) -> tuple[Outbox | None, Delivery | None]:
+        if not config.events.sinks:
+            return None, None
+        outbox = open_outbox(config, self.metrics, self.clock)
+        if config.events.outbox.delivered_by != "pipeline":  # appliance agent delivers
+            return outbox, None
+        return outbox, Delivery.from_config(config, outbox, self.metrics, self.clock)
+
+    def reload(self, config: ApplianceConfig) -> ReloadPlan:
+        """Takes a new config without a restart where it can (see ``appliance/reload.py``);
+        where it cannot, changes nothing and says why in the plan."""
+        plan = plan_reload(self.config, config)
+        if not plan.hot:
+            log.warning("config %s not taken: %s", config.version, plan.describe())
+            return plan
+        for source in config.sources:
+            if source.id in plan.analytics:
+                with self._analytics_locks[source.id]:  # between two of the stream's frames
+                    self.analytics[source.id].close()
+                    self.analytics[source.id] = self._analytics_for(config, source)
+        if plan.sinks:
+            with self._outbox_lock:
+                self._close_delivery()
+                self.outbox, self.delivery = self._open_delivery(config)
+                if self.delivery is not None:
+                    self.delivery.start()
+        self.config = config
+        self.events.config_version = config.version
+        self.metrics.describe_config(config)
+        log.info("config %s taken: %s", config.version, plan.describe())
+        return plan
 
     @property
     def metrics_port(self) -> int | None:
@@ -87,8 +124,15 @@ class Appliance:
         log.info("running %d streams, %d models", len(self.config.sources), len(self.config.models))
         self.health.started()
 
-    def run(self, duration: float | None = None, stop: threading.Event | None = None) -> None:
-        """Runs until ``stop`` is set, ``duration`` seconds pass, or every file source ended."""
+    def run(
+        self,
+        duration: float | None = None,
+        stop: threading.Event | None = None,
+        reload: threading.Event | None = None,
+        load: Callable[[], ApplianceConfig] | None = None,
+    ) -> None:
+        """Runs until ``stop`` is set, ``duration`` seconds pass, or every file source ended.
+        When ``reload`` is set (SIGHUP), the config from ``load`` is taken where it can be."""
         stop = stop or threading.Event()
         deadline = None if duration is None else self.clock.monotonic() + duration
         next_summary = self.clock.monotonic() + SUMMARY_INTERVAL_S
@@ -103,6 +147,17 @@ class Appliance:
                 self._log_summary(SUMMARY_INTERVAL_S)
                 next_summary = now + SUMMARY_INTERVAL_S
             self.health.tick()
+            if reload is not None and load is not None and reload.is_set():
+                reload.clear()
+                self._reload_from(load)
+
+    def _reload_from(self, load: Callable[[], ApplianceConfig]) -> None:
+        try:
+            config = load()
+        except ConfigError as exc:
+            log.error("config not reloaded, it has problems:\n%s", exc)
+            return
+        self.reload(config)
 
     def _log_summary(self, interval: float) -> None:
         """One line per stream for the person watching the console."""
@@ -131,14 +186,20 @@ class Appliance:
         for writer in (self._results, self._event_log):
             if writer is not None:
                 writer.close()
-        if self.delivery is not None:  # last: the analytics above may end events
+        with self._outbox_lock:  # last: the analytics above may end events
+            self._close_delivery()
+
+    def _close_delivery(self) -> None:
+        if self.delivery is not None:
             self.delivery.stop()
         if self.outbox is not None:
             self.outbox.close()
+        self.outbox = self.delivery = None
 
     def _on_result(self, result: FrameResult, image: SourceImage | None = None) -> None:
         """Called by the batcher, in frame order for each stream."""
-        self.analytics[result.stream_id].process(result, image)
+        with self._analytics_locks[result.stream_id]:
+            self.analytics[result.stream_id].process(result, image)
         with self._tally_lock:
             frames, detections = self._tally.get(result.stream_id, (0, 0))
             self._tally[result.stream_id] = (frames + 1, detections + len(result.detections))
@@ -148,8 +209,9 @@ class Appliance:
             self._observe_result(result, image)
 
     def _on_event(self, event: Event) -> None:
-        if self.outbox is not None:
-            store_event(self.outbox, event)  # durable before it counts as emitted
+        with self._outbox_lock:
+            if self.outbox is not None:
+                store_event(self.outbox, event)  # durable before it counts as emitted
         self.metrics.events.labels(event.kind, event.phase, event.severity).inc()
         log.info("event %s %s stream=%s %s", event.kind, event.phase, event.stream_id, event.attributes)
         if self._event_log is not None:

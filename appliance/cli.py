@@ -49,6 +49,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    reload = threading.Event()  # SIGHUP: take the config file again, without a restart where possible
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reload.set())
     try:
         appliance.start()
     except OSError as exc:  # the metrics port is taken, for example
@@ -56,7 +58,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         appliance.stop()
         return 1
     try:
-        appliance.run(duration=args.duration, stop=stop)
+        appliance.run(duration=args.duration, stop=stop, reload=reload, load=lambda: load_config(args.config))
     finally:
         appliance.stop()
     log.info("stopped")

@@ -31,6 +31,7 @@ from appliance.fleet.health import HealthWatch, Verdict, metrics_url, scrape_str
 from appliance.fleet.keys import load_public
 from appliance.fleet.pipeline import Pipeline
 from appliance.fleet.state import StateStore, atomic_write, digest, sync_directory
+from appliance.reload import ReloadPlan, plan_reload
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ class FleetAgent:
 
     def _apply(self, version: int, config_text: bytes, bundle: str) -> Report:
         previous = self._current_bytes()
+        plan = self._plan()
         if self.store.last_good() is None:
             self.store.save_last_good(previous)
         self.state.highest_version = version
@@ -210,9 +212,25 @@ class FleetAgent:
         self.store.save(self.state)  # from here a replay is refused, even after a reboot
         os.replace(self.staged_path, self.config_path)
         sync_directory(self.config_path.parent)
-        log.info("version %d swapped in; restarting the pipeline", version)
-        self.pipeline.restart()
+        if plan is not None and plan.hot:
+            log.info("version %d swapped in; %s", version, plan.describe())
+            self.pipeline.reload()
+        else:
+            log.info("version %d swapped in; restarting the pipeline (%s)", version,
+                     plan.describe() if plan is not None else "it is not running its config yet")
+            self.pipeline.restart()
         return self._watch_and_decide(version, bundle, config_text)
+
+    def _plan(self) -> ReloadPlan | None:
+        """What the staged config changes against the running one; None where the running one does not
+        load or its pipeline does not answer yet (it may not listen for SIGHUP yet: a restart is safe)."""
+        try:
+            running = load_config(self.config_path)
+            if self._scrape(metrics_url(running.metrics)) is None:
+                return None
+            return plan_reload(running, load_config(self.staged_path))
+        except ConfigError:
+            return None
 
     def _watch_and_decide(self, version: int, bundle: str | None, config_text: bytes) -> Report:
         try:
@@ -240,7 +258,8 @@ class FleetAgent:
 
     def _watch(self, config: ApplianceConfig) -> Verdict:
         health = self.settings.health
-        watch = HealthWatch([s.id for s in config.sources], health.window_s, self.clock, health.startup_s)
+        watch = HealthWatch([s.id for s in config.sources], health.window_s, self.clock, health.startup_s,
+                            version=config.version)
         url = metrics_url(config.metrics)
         while True:
             verdict = watch.observe(self._scrape(url), self.pipeline.exit_code())  # type: ignore[arg-type]

@@ -25,6 +25,10 @@ class Pipeline(Protocol):
 
     def restart(self) -> None: ...
 
+    def reload(self) -> None:
+        """Have the running pipeline take its config file again (SIGHUP); start it if it is not running."""
+        ...
+
     def keep_running(self, now: float) -> None:
         """Called between bundles: restart a pipeline that stopped, if nobody else does."""
         ...
@@ -68,6 +72,14 @@ class ChildPipeline:
         self.stop()
         log.info("starting the pipeline: %s", " ".join(self.command))
         self._process = subprocess.Popen(self.command, preexec_fn=_die_with_parent)  # noqa: PLW1509
+
+    def reload(self) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            self.restart()
+            return
+        log.info("asking the pipeline (pid %d) to reload its config", process.pid)
+        process.send_signal(signal.SIGHUP)
 
     def keep_running(self, now: float) -> None:
         """Restart a pipeline that exited, with capped exponential backoff (as systemd would)."""
@@ -123,6 +135,9 @@ class SystemdPipeline:
 
     def restart(self) -> None:
         self._systemctl("restart")
+
+    def reload(self) -> None:
+        self._systemctl("reload-or-restart")  # ExecReload sends SIGHUP
 
     def keep_running(self, now: float) -> None:
         """systemd restarts the unit itself (Restart=on-failure)."""

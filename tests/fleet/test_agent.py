@@ -53,7 +53,7 @@ def test_offline_push_good_update_and_every_refusal(tmp_path, device, operator, 
     device.start()
     report = operator.report(v1, timeout=30)
     assert report is not None, device.log.read_text()
-    assert (report["status"], report["version"], report["running_version"]) == ("applied", 1, 1)
+    assert (report["status"], report["version"], report["running_version"]) == ("applied", 1, 1), report["reason"]
     assert device.current.read_text() == device.config("v1")
     assert device.pipeline_version() == "v1"
 
@@ -211,3 +211,18 @@ events:
     assert (device.agent_metric("appliance_events_delivered_total", sink="file") or 0) >= 1
     assert wait_until(lambda: device.pipeline_version() == "v0", timeout=10)
     assert scrape_values(device.pipeline_port, "appliance_events_delivered_total") == []  # not the pipeline's
+
+
+def test_new_rules_are_taken_without_restarting_the_pipeline(device, operator):
+    device.start()
+    assert wait_until(lambda: device.pipeline_version() == "v0", 20), device.log.read_text()
+    started = scrape_values(device.pipeline_port, "appliance_process_start_time_seconds")
+    zoned = device.config("v1").replace(
+        "analyze_fps: 5,", "analyze_fps: 5, zones: [{id: bench, polygon: [[0, 0], [1, 0], [1, 1]]}],")
+    envelope = operator.bundle(1, zoned)
+    operator.push(envelope)
+    report = operator.report(envelope, timeout=20)
+    assert report is not None and report["status"] == "applied", report
+    assert device.pipeline_version() == "v1"
+    assert scrape_values(device.pipeline_port, "appliance_process_start_time_seconds") == started  # same process
+    assert "hot reload of analytics of pattern" in device.log.read_text()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from appliance.clock import ManualClock
-from appliance.fleet.health import HealthWatch, StreamSample
+from appliance.fleet.health import HealthWatch, PipelineSample, StreamSample
 
 
-def sample(**streams: tuple[bool, float]) -> dict[str, StreamSample]:
-    return {name: StreamSample(up, analyzed) for name, (up, analyzed) in streams.items()}
+def sample(version: str | None = None, **streams: tuple[bool, float]) -> PipelineSample:
+    return PipelineSample({name: StreamSample(up, analyzed) for name, (up, analyzed) in streams.items()}, version)
 
 
 def test_the_window_opens_when_the_pipeline_first_answers():
@@ -63,3 +63,20 @@ def test_a_crash_fails_at_once_and_silence_fails_after_the_startup_time():
     clock.advance(1)
     verdict = silent.observe(None, None)
     assert verdict is not None and verdict.reason == "pipeline metrics did not answer within 30 s of its start"
+
+
+def test_frames_must_advance_during_the_window_and_on_the_new_version():
+    """A hot reload keeps the counters: frames counted before the window prove nothing."""
+    clock = ManualClock()
+    watch = HealthWatch(["a"], window_s=5, clock=clock, startup_s=30, version="v2")
+    assert watch.observe(sample("v1", a=(True, 500)), None) is None  # the old config still runs
+    clock.advance(10)
+    assert watch.observe(sample("v2", a=(True, 510)), None) is None  # reloaded: the window opens
+    clock.advance(5)
+    verdict = watch.observe(sample("v2", a=(True, 510)), None)
+    assert verdict is not None and not verdict.healthy and "produced no frames" in verdict.reason
+    never = HealthWatch(["a"], window_s=5, clock=clock, startup_s=30, version="v3")
+    clock.advance(30)
+    verdict = never.observe(sample("v2", a=(True, 600)), None)
+    assert verdict is not None
+    assert verdict.reason == "pipeline metrics did not report version 'v3' within 30 s of its start"
