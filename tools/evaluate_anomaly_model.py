@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|",
         *[f"| {t:.1f} | {fp * 100:.1f} % | {tp * 100:.1f} % |" for t, fp, tp in rates],
         "",
-        f"**Suggested threshold: {DEFAULT_THRESHOLD}** (`confidence: {DEFAULT_THRESHOLD}` in the model's config "
-        "once the schema has parser `anomaly`): 1 % of the good calibration crops score above it by "
+        f"**Suggested threshold: {DEFAULT_THRESHOLD}** (`confidence: {DEFAULT_THRESHOLD}` in the model's config, "
+        "`parser: anomaly`): 1 % of the good calibration crops score above it by "
         f"construction; on these held-out crops it flags {fp_default * 100:.1f} % of the good ones and "
         f"{tp_default * 100:.1f} % of the defective ones. Raise it where false alarms cost more than misses.",
         "",

@@ -17,22 +17,22 @@ normalises so that 0.5 is the learned threshold, and so does this project's
 ``engines/anomaly.onnx`` (0.5 = the 99th percentile of good calibration crops;
 see its model card).
 
-Configuration (planned; ``appliance/config/schema.py`` does not list the kind yet)::
+Configuration (a second-stage model: the defects rules give it each counted
+part's crop, see ``appliance/analytics/inspection.py``)::
 
     models:
       - id: anomaly
         onnx: ../engines/anomaly.onnx
         labels: ../engines/anomaly.labels   # one line: anomaly
         input: {width: 64, height: 64}
-        parser: anomaly                      # needs "anomaly" in ModelConfig.parser's Literal
+        parser: anomaly
         confidence: 0.5                      # the threshold on pred_score
 
-``make_parser`` would build ``AnomalyParser(threshold=model.confidence,
-model_name=model.id)``. Its ``parse`` differs from the detector parsers': it
-takes the output names (``[o.name for o in engine.outputs]``; ``Engine.infer``
-returns outputs in that order) instead of letterboxes, and maps to source
-pixels only on demand (:func:`map_to_source`), because most frames need the
-score alone.
+``load_engine`` checks the model with ``AnomalyParser(model.confidence, model.id)``.
+Its ``parse`` differs from the detector parsers': it takes the output names
+(``[o.name for o in engine.outputs]``; ``Engine.infer`` returns outputs in that
+order) instead of letterboxes, and maps to source pixels only on demand
+(:func:`map_to_source`), because most crops need the score alone.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ import numpy as np
 from appliance.inference.engine import ModelMismatch, TensorSpec
 from appliance.inference.letterbox import Letterbox
 
-KIND = "anomaly"  # the ModelConfig.parser value this parser is for (once the schema lists it)
 SCORE = "pred_score"
 MAP = "anomaly_map"
 EXPECTED = f"{SCORE!r} [N] or [N, 1] and {MAP!r} [N, 1, H, W] or [N, H, W]"
