@@ -28,6 +28,7 @@ from appliance.types import Event, FrameResult
 log = logging.getLogger(__name__)
 
 SUMMARY_INTERVAL_S = 10.0
+LOG_OMITS = frozenset({"heat_map"})  # attributes too long for the console (they are in the event itself)
 
 
 class Appliance:
@@ -213,6 +214,7 @@ class Appliance:
             if self.outbox is not None:
                 store_event(self.outbox, event)  # durable before it counts as emitted
         self.metrics.events.labels(event.kind, event.phase, event.severity).inc()
-        log.info("event %s %s stream=%s %s", event.kind, event.phase, event.stream_id, event.attributes)
+        shown = {k: v for k, v in event.attributes.items() if k not in LOG_OMITS}
+        log.info("event %s %s stream=%s %s", event.kind, event.phase, event.stream_id, shown)
         if self._event_log is not None:
             self._event_log.write(event.to_json())

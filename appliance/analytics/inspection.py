@@ -101,11 +101,10 @@ class AnomalyInspector:
         if heat.shape[0] >= GRID and heat.shape[1] >= GRID:
             heat = heat.reshape(GRID, heat.shape[0] // GRID, GRID, heat.shape[1] // GRID).max(axis=(1, 3))
         py, px = np.unravel_index(int(np.argmax(amap)), amap.shape)
-        scale = side / self.size
         return Inspection(
             score=result.score,
             anomalous=self.parser.is_anomalous(result),
             crop=(float(left), float(top), float(left + side), float(top + side)),
-            heat=np.round(heat, 3).tolist(),
-            peak=(left + (px + 0.5) * scale * self.size / cols, top + (py + 0.5) * scale * self.size / rows),
+            heat=np.round(heat.astype(np.float64), 3).tolist(),
+            peak=(float(left + (px + 0.5) * side / cols), float(top + (py + 0.5) * side / rows)),
         )
