@@ -16,11 +16,11 @@ DETECTORS = ("defects", "ppe", "animals")
 FRAMES = 60
 # The bar these tests hold the shipped models to (micro-averaged over classes, at the
 # operating threshold of the model card), a little below what they reach on these
-# frames today (defects P 0.90 R 1.00, ppe P 0.89 R 0.95, animals P 0.92 R 0.95), so
-# that a worse retrained model fails. The pack's target is 0.9 for both: ppe's and
-# defects' precision are just under it.
-MIN_PRECISION = {"defects": 0.86, "ppe": 0.85, "animals": 0.88}
-MIN_RECALL = {"defects": 0.95, "ppe": 0.9, "animals": 0.92}
+# frames today (defects P 0.90 R 1.00, ppe P 0.89 R 0.95, animals P 0.89 R 0.97), so
+# that a worse retrained model fails. The pack's target is 0.9 for both: the
+# precision of each is just under it.
+MIN_PRECISION = {"defects": 0.86, "ppe": 0.85, "animals": 0.86}
+MIN_RECALL = {"defects": 0.95, "ppe": 0.9, "animals": 0.94}
 
 
 @pytest.mark.parametrize("name", DETECTORS)
