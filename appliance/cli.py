@@ -31,6 +31,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from appliance.config.loader import ConfigError, load_config
     from appliance.inference.engine import ModelMismatch
     from appliance.pipeline.backend import BackendUnavailable
+    from appliance.signals import stop_on_signals
 
     try:
         config = load_config(args.config)
@@ -41,14 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (ModelMismatch, BackendUnavailable, ValueError) as exc:
         print(f"{args.config}: {exc}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals("shutting down")
     reload = threading.Event()  # SIGHUP: take the config file again, without a restart where possible
     signal.signal(signal.SIGHUP, lambda _signum, _frame: reload.set())
     try:

@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 from datetime import timedelta
@@ -221,6 +220,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     from appliance.fleet.pipeline import ChildPipeline, Pipeline, SystemdPipeline
     from appliance.fleet.state import StateError
     from appliance.metrics import ApplianceMetrics, MetricsServer
+    from appliance.signals import stop_on_signals
 
     try:
         config = load_config(args.config)
@@ -239,14 +239,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         else ChildPipeline(args.config.resolve(), settings.health.stop_timeout_s)
     )
     log.info("pipeline: %s", settings.unit if mode == "systemd" else "a child process")
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s, stopping the agent", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals("stopping the agent")
     delivery_metrics = ApplianceMetrics() if _delivers(config) else None
     metrics = FleetMetrics(delivery_metrics.registry if delivery_metrics is not None else None)
     try:

@@ -13,9 +13,8 @@ import numpy as np
 import onnxruntime as ort
 
 from appliance.config.schema import ModelConfig
-from appliance.inference.anomaly import AnomalyParser
 from appliance.inference.engine import Engine, ModelMismatch, TensorSpec
-from appliance.inference.parsers import Parser, make_parser
+from appliance.inference.parsers import check_outputs
 
 DYNAMIC_MAX_BATCH = 64  # batch limit for models whose batch dimension is dynamic
 
@@ -133,17 +132,4 @@ def load_engine(model: ModelConfig, threads: int = 1) -> Engine:
 
     Other backends (TensorRT on NVIDIA) plug in here, behind the same protocol.
     """
-    engine = OnnxRuntimeEngine(model, threads)
-    parser: Parser | AnomalyParser
-    if model.second_stage:
-        parser = AnomalyParser(model.confidence, model.id)
-    else:
-        parser = make_parser(
-            model.parser, model.label_names(), model.confidence, model.iou, model.max_detections, model.id
-        )
-    try:
-        parser.check(engine.outputs)
-    except ModelMismatch as exc:
-        engine.close()
-        raise ModelMismatch(f"{exc} (file {engine.path})") from None
-    return engine
+    return check_outputs(model, OnnxRuntimeEngine(model, threads), "file " + str(model.onnx))

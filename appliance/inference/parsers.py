@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -28,6 +28,10 @@ from appliance.inference.engine import ModelMismatch, TensorSpec
 from appliance.inference.letterbox import Letterbox
 from appliance.inference.nms import batched_nms
 from appliance.types import Detection
+
+if TYPE_CHECKING:
+    from appliance.config.schema import ModelConfig
+    from appliance.inference.engine import Engine
 
 PARSER_KINDS = ("yolov8", "yolov5", "yolo_end2end")
 MAX_NMS_CANDIDATES = 30000  # as Ultralytics: the best ones go to NMS, the rest are dropped
@@ -233,3 +237,23 @@ class YoloEnd2EndParser(_YoloParser):
                 )
             found.append(self._detections(rows[:, :4], rows[:, 4], classes, letterbox, suppress=False))
         return found
+
+
+def check_outputs(model: ModelConfig, engine: Engine, where: str) -> Engine:
+    """``engine`` when its outputs fit ``model``'s parser; else it is closed and refused
+    (``ModelMismatch``, expected and found, and ``where`` the file is)."""
+    from appliance.inference.anomaly import AnomalyParser
+
+    parser: Parser | AnomalyParser
+    if model.second_stage:
+        parser = AnomalyParser(model.confidence, model.id)
+    else:
+        parser = make_parser(
+            model.parser, model.label_names(), model.confidence, model.iou, model.max_detections, model.id
+        )
+    try:
+        parser.check(engine.outputs)
+    except ModelMismatch as exc:
+        engine.close()
+        raise ModelMismatch(f"{exc} ({where})") from None
+    return engine

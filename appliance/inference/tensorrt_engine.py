@@ -34,7 +34,7 @@ import numpy as np
 from appliance.config.schema import ApplianceConfig, ModelConfig
 from appliance.inference.engine import ModelMismatch, TensorSpec
 from appliance.inference.engine_builder import Platform, TensorRTUnavailable, check_engine, import_tensorrt
-from appliance.inference.parsers import make_parser
+from appliance.inference.parsers import check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +175,4 @@ def load_tensorrt_engine(config: ApplianceConfig, model: ModelConfig) -> TensorR
     if not plan.engine.is_file():
         raise ModelMismatch(f"model {model.id!r}: no engine {plan.engine}; run `appliance engines build` first")
     engine = TensorRTEngine(model, plan.engine, platform.gpu, platform.tensorrt)
-    if model.second_stage:  # crops: their parser checks the outputs where the analytics load it
-        return engine
-    parser = make_parser(model.parser, model.label_names(), model.confidence, model.iou, model.max_detections,
-                         model.id)
-    try:
-        parser.check(engine.outputs)
-    except ModelMismatch as exc:
-        engine.close()
-        raise ModelMismatch(f"{exc} (engine {plan.engine})") from None
-    return engine
+    return check_outputs(model, engine, f"engine {plan.engine}")

@@ -44,7 +44,7 @@ from appliance.pipeline.backoff import Backoff
 from appliance.pipeline.ds_probe import DetectionProbe, LabelTable, ModelOutputs, ResultSink, TrackProbe
 from appliance.pipeline.nvconfig import GroupFiles, InferUnit, write_group_configs
 from appliance.pipeline.outage import StreamOutage
-from appliance.pipeline.sources import EventSink, StreamState
+from appliance.pipeline.sources import EventSink, FrameTimes, StreamState
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def _link_source(_source: Any, pad: Any, mux: Any, index: int) -> None:
 # -- running ---------------------------------------------------------------------------------
 
 
-class DeepStreamStream:
+class DeepStreamStream(FrameTimes):
     """One source's health, as the console summary and the metrics show it."""
 
     def __init__(self, source: SourceConfig, events: EventFactory, emit: EventSink, clock: Clock,
@@ -245,14 +245,6 @@ class DeepStreamStream:
     def frame(self) -> None:
         """Called by the track probe for each analyzed frame of this stream."""
         self._last_frame_at = self._clock.monotonic()
-
-    @property
-    def stall_timeout_s(self) -> float:
-        return self.config.reconnect.stall_timeout_s
-
-    def last_frame_age(self) -> float | None:
-        last = self._last_frame_at
-        return None if last is None else self._clock.monotonic() - last
 
     def ended(self) -> None:
         if self.config.is_live:

@@ -106,7 +106,24 @@ class SamplePixels:
             buffer.unmap(info)
 
 
-class CameraStream:
+class FrameTimes:
+    """What /readyz reads of a stream, on either backend: how old its last frame is."""
+
+    config: SourceConfig
+    _clock: Clock
+    _last_frame_at: float | None
+
+    @property
+    def stall_timeout_s(self) -> float:
+        return self.config.reconnect.stall_timeout_s
+
+    def last_frame_age(self) -> float | None:
+        """Seconds since the stream's last frame (None before its first, or since it went down)."""
+        last = self._last_frame_at
+        return None if last is None else self._clock.monotonic() - last
+
+
+class CameraStream(FrameTimes):
     """One source: its pipeline, its health, and the rebuilding of it."""
 
     def __init__(
@@ -245,17 +262,6 @@ class CameraStream:
                 self._count_base += self._last_count
             self._last_count = count
             return self._count_base + count
-
-    # -- health, read by /readyz ---------------------------------------------------------------
-
-    @property
-    def stall_timeout_s(self) -> float:
-        return self.config.reconnect.stall_timeout_s
-
-    def last_frame_age(self) -> float | None:
-        """Seconds since the current pipeline's last decoded frame (None before its first)."""
-        last = self._last_frame_at
-        return None if last is None else self._clock.monotonic() - last
 
     # -- supervision (one thread polls every stream) ------------------------------------------
 
