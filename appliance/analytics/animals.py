@@ -9,6 +9,9 @@ array for all animals, ``history_frames`` per animal) and measure, vectorised ov
 the animals:
 
 - ``speed``: displacement of the box centre over ``speed_window_s``;
+- the speed along the path over ``hyperactive_window_s`` (long enough that a bout of
+  running is not cut by the moments a wall or another animal slows it), and over
+  ``speed_window_s`` (at least half the hyperactive speed: the bout ends when it stops);
 - seizure-like motion over ``seizure_window_s``: direction reversals per second
   (consecutive steps more than 90° apart, both at least ``seizure_min_step_bl``),
   speed along the path, the net displacement and the spread of the centre around
@@ -57,6 +60,7 @@ from appliance.types import Box, Track
 
 STATES = ("moving", "immobile", "rearing", "grooming", "hyperactive", "seizure_like")
 MOVING, IMMOBILE, REARING, GROOMING, HYPERACTIVE, SEIZURE = range(len(STATES))
+_KINDS = tuple(f"animal.{state}" for state in STATES)  # the event kind of each state
 
 # Per-animal values, one row per slot: body length (pixels), whether it was measured on a box
 # the frame's edge did not cut, the anchor (x, y), immobile since, state, distance (pixels, body lengths).
@@ -86,7 +90,9 @@ class AnimalSettings(Strict):
     immobile_speed: NonNegative = 0.15  # below this a frame may be immobile
     immobile_after_s: PositiveSeconds = 10.0
 
-    hyperactive_speed: NonNegative = 2.5  # a mouse walks at about 0.5–2 body lengths per second
+    hyperactive_speed: NonNegative = 2.2  # a mouse walks at about 0.5–2 body lengths per second
+    hyperactive_window_s: PositiveSeconds = 1.6  # the speed along the path is averaged over this window
+    hyperactive_end_after_s: NonNegative = 2.5  # a bout paused (cornered, turning) less than this goes on
     hyperactive_after_s: NonNegative = 2.0
 
     seizure_window_s: PositiveSeconds = 2.0
@@ -159,7 +165,7 @@ class AnimalRules:
         end = s.episode_end_after_s
         self._episodes: dict[str, tuple[EpisodeTracker, str]] = {
             "animal.immobile": (EpisodeTracker(Timing(0.0, end)), "warning"),
-            "animal.hyperactive": (EpisodeTracker(Timing(s.hyperactive_after_s, end)), "warning"),
+            "animal.hyperactive": (EpisodeTracker(Timing(s.hyperactive_after_s, s.hyperactive_end_after_s)), "warning"),
             "animal.seizure_like": (EpisodeTracker(Timing(s.seizure_after_s, end)), "warning"),
             "animal.rearing": (EpisodeTracker(Timing(s.behaviour_min_s, end)), "info"),
             "animal.grooming": (EpisodeTracker(Timing(s.behaviour_min_s, end)), "info"),
@@ -342,7 +348,7 @@ class AnimalRules:
         heads = (heads + 1) % n
         self._heads[slots] = heads
         self._frames.append(t)
-        oldest = t - max(s.speed_window_s, s.seizure_window_s, s.grooming_window_s) - 1e-6
+        oldest = t - max(s.speed_window_s, s.hyperactive_window_s, s.seizure_window_s, s.grooming_window_s) - 1e-6
         held = max(sum(1 for f in self._frames if f >= oldest), 3)
         planes = self._ring.reshape(5, -1)[:, slots[:, None] * n + (heads[:, None] + np.arange(n - held, n)) % n]
         times, edges = planes[0], planes[1:]  # [k, held], [4, k, held]
@@ -372,14 +378,18 @@ class AnimalRules:
             first = held - count.astype(np.int64)
             return inside, count, first, t - times[rows, first]
 
-        # speed, and the centre averaged over the same window;
-        # fast animals turn often: how fast they go is the speed along their path
+        # speed, and the centre averaged over the same window; fast animals turn often: how fast
+        # they run is the speed along their path, over a longer window
         inside, count, first, span = window(s.speed_window_s)
         span = np.maximum(span, 1e-9)
         away = now - centres[:, rows, first]
         speed = np.hypot(away[0], away[1]) / span / bl
         smooth = (centres * inside) @ ones / count  # [2, k]
-        path_speed = (step_lengths * inside[:, :-1]) @ ones_steps / span / bl
+        running_now = (step_lengths * inside[:, :-1]) @ ones_steps / span / bl
+        inside, _, _, span = window(s.hyperactive_window_s)
+        path_speed = (step_lengths * inside[:, :-1]) @ ones_steps / np.maximum(span, 1e-9) / bl
+        # ... while it still runs now (half that speed over the short window): the bout ends when it stops
+        running = (path_speed >= s.hyperactive_speed) & (running_now >= 0.5 * s.hyperactive_speed)
 
         # seizure-like: much path but little net displacement (checked first: it rules out walkers),
         # many reversals with big steps, and the centre stays close to its mean
@@ -409,20 +419,25 @@ class AnimalRules:
         away = now - centres[:, rows, first]
         candidates = ((speed < s.immobile_speed) & (span >= 0.5 * s.grooming_window_s) & ~cut
                       & (np.hypot(away[0], away[1]) <= s.grooming_max_net_bl * bl))
-        if candidates.any():
-            mean = (edges * inside) @ ones / count
-            jitter = np.sqrt((((edges - mean[:, :, None]) ** 2).sum(axis=0) * inside) @ ones / (4 * count)) / bl
-            edge_steps = np.where(inside[:, :-1] > 0, np.abs(np.diff(edges, axis=2)), np.inf)
-            edge_steps = edge_steps.transpose(1, 0, 2).reshape(k, -1)
+        if candidates.any():  # measured on the candidates only: most animals walk or rear
+            c = np.flatnonzero(candidates)
+            e, w, n_c, bl_c = edges[:, c], inside[c], count[c], bl[c]
+            mean = (e * w) @ ones / n_c
+            jitter_c = np.sqrt((((e - mean[:, :, None]) ** 2).sum(axis=0) * w) @ ones / (4 * n_c)) / bl_c
+            edge_steps = np.where(w[:, :-1] > 0, np.abs(np.diff(e, axis=2)), np.inf)
+            edge_steps = edge_steps.transpose(1, 0, 2).reshape(len(c), -1)
             edge_steps.sort(axis=1)
-            typical = edge_steps[rows, np.maximum(4 * (count.astype(np.int64) - 1) - 1, 0) // 2] / bl
-            grooming = (candidates & (jitter >= s.grooming_min_jitter_bl) & (jitter <= s.grooming_max_jitter_bl)
-                        & (typical >= s.grooming_min_step_bl))
+            typical = edge_steps[np.arange(len(c)), np.maximum(4 * (n_c.astype(np.int64) - 1) - 1, 0) // 2] / bl_c
+            jitter = np.zeros(k)
+            jitter[c] = jitter_c
+            grooming = np.zeros(k, dtype=bool)
+            grooming[c] = ((jitter_c >= s.grooming_min_jitter_bl) & (jitter_c <= s.grooming_max_jitter_bl)
+                           & (typical >= s.grooming_min_step_bl))
 
         # by priority; a box cut by the frame's edge grows and shrinks as the animal crosses it: no motion from it
         state = np.where(speed < s.immobile_speed, IMMOBILE, MOVING)
         state[grooming > 0] = GROOMING
-        state[(path_speed >= s.hyperactive_speed) & ~cut] = HYPERACTIVE
+        state[running & ~cut] = HYPERACTIVE
         state[seizure] = SEIZURE
         state[rearing] = REARING
 
@@ -448,9 +463,10 @@ class AnimalRules:
         settled = times[rows, held - 1 - np.argmax(far[:, ::-1], axis=1)]  # the position after the last far one
         before = np.where(new, t, values[:, _SINCE])  # immobile since, before this frame
         busy = state >= REARING  # rearing, grooming, hyperactive, seizure-like ...
-        for i in np.flatnonzero(busy & (state <= GROOMING)).tolist():
+        bouts = np.flatnonzero(busy & (state <= GROOMING)).tolist()
+        for i, code in zip(bouts, state[bouts].tolist()):
             # ... where rearing and grooming are confirmed bouts, not a flickering label or one wild box
-            episode = self._episodes[f"animal.{STATES[state[i]]}"][0].open.get(animals[i].serial)
+            episode = self._episodes[_KINDS[code]][0].open.get(animals[i].serial)
             busy[i] = episode is not None and episode.started
         since = np.where(busy, t, np.where(far.any(axis=1), np.maximum(before, settled), before))
         values[:, _SINCE] = since
@@ -475,7 +491,7 @@ class AnimalRules:
                 active["animal.immobile"][a.serial] = {**base, "since": since_l[i],
                                                        "immobile_s": round(t - since_l[i], 2)}
                 continue
-            kind = f"animal.{STATES[code]}"
+            kind = _KINDS[code]
             if code != prior[i] and a.serial not in self._episodes[kind][0].open:
                 # a new bout: grooming began when the animal settled, shaking with its first
                 # reversal (no further back than the window that shows it)

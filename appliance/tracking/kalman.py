@@ -35,11 +35,13 @@ def states_to_boxes(states: np.ndarray) -> np.ndarray:
     return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
 
 
-def _scaled(h: np.ndarray, factor: float, aspect: float) -> np.ndarray:
-    """[T, 4] standard deviations: ``factor * h`` for cx, cy, h; ``aspect`` for the aspect ratio."""
-    std = np.repeat((factor * h)[:, None], 4, axis=1)
-    std[:, 2] = aspect
-    return std
+_BY_HEIGHT = np.array([1.0, 1.0, 0.0, 1.0])  # cx, cy and h scale with the height; the aspect does not
+_ASPECT = np.array([0.0, 0.0, 1.0, 0.0])
+
+
+def _variance(h: np.ndarray, factor: float, aspect: float) -> np.ndarray:
+    """[T, 4] variances: of ``factor * h`` for cx, cy, h; of ``aspect`` for the aspect ratio."""
+    return (h[:, None] * (factor * _BY_HEIGHT) + aspect * _ASPECT) ** 2
 
 
 def initiate(measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,8 +51,8 @@ def initiate(measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean[:, :4] = measurements
     h = measurements[:, 3]
     covariance = np.zeros((count, 3, 4))
-    covariance[:, PP] = _scaled(h, 2 * STD_POSITION, 1e-2) ** 2
-    covariance[:, VV] = _scaled(h, 10 * STD_VELOCITY, 1e-5) ** 2
+    covariance[:, PP] = _variance(h, 2 * STD_POSITION, 1e-2)
+    covariance[:, VV] = _variance(h, 10 * STD_VELOCITY, 1e-5)
     return mean, covariance
 
 
@@ -59,9 +61,9 @@ def predict(mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.nd
     h = mean[:, 3]
     pp, pv, vv = covariance[:, PP], covariance[:, PV], covariance[:, VV]
     predicted = np.empty_like(covariance)
-    predicted[:, PP] = pp + 2 * pv + vv + _scaled(h, STD_POSITION, 1e-2) ** 2
+    predicted[:, PP] = pp + 2 * pv + vv + _variance(h, STD_POSITION, 1e-2)
     predicted[:, PV] = pv + vv
-    predicted[:, VV] = vv + _scaled(h, STD_VELOCITY, 1e-5) ** 2
+    predicted[:, VV] = vv + _variance(h, STD_VELOCITY, 1e-5)
     moved = mean.copy()
     moved[:, :4] += mean[:, 4:]
     return moved, predicted
@@ -70,7 +72,7 @@ def predict(mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.nd
 def update(mean: np.ndarray, covariance: np.ndarray, measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Corrects ``[T, 8]`` states with ``[T, 4]`` measured positions."""
     pp, pv, vv = covariance[:, PP], covariance[:, PV], covariance[:, VV]
-    innovation_var = pp + _scaled(mean[:, 3], STD_POSITION, 1e-1) ** 2
+    innovation_var = pp + _variance(mean[:, 3], STD_POSITION, 1e-1)
     gain_p, gain_v = pp / innovation_var, pv / innovation_var
     innovation = measurements - mean[:, :4]
     corrected = mean.copy()
