@@ -29,7 +29,7 @@ import numpy as np
 
 from appliance.app import Appliance
 from appliance.config.schema import ApplianceConfig, ModelConfig
-from appliance.inference.onnx_engine import OnnxRuntimeEngine
+from appliance.inference.onnx_engine import OnnxRuntimeEngine, declared_input_size
 from appliance.loopback import free_port, wait_for_port
 from appliance.media import ensure_clip
 from appliance.pipeline.frames import ArrayPixels
@@ -44,7 +44,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--streams", default="1,2,4,8", help="stream counts to run (default 1,2,4,8)")
     parser.add_argument("--clip", type=Path, default=None, help="H.264 clip (default: a generated 1080p30 clip)")
     parser.add_argument("--model", type=Path, default=REPO / "engines" / "blobs.onnx")
-    parser.add_argument("--input-size", type=int, default=320)
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="square model input (default: the size the model declares, else 320)")
     parser.add_argument("--every", type=int, default=3, help="analyze every Nth frame (default 3)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--soak", type=float, default=0, metavar="SECONDS",
@@ -329,8 +330,10 @@ ANALYTICS_SCENES: dict[str, tuple[list[str], dict[str, Any]]] = {
 }
 
 
-def run_analytics(objects: int = 30, frames: int = 600) -> dict[str, float]:
-    """Per-frame time of tracking + rules + event creation, each use case alone."""
+def run_analytics(objects: int = 30, frames: int = 600, repeats: int = 5) -> dict[str, float]:
+    """Per-frame time of tracking + rules + event creation, each use case alone: the median of
+    ``repeats`` runs over the same frames, each with fresh analytics (one run is at the mercy of
+    whatever else the machine does)."""
     from appliance.analytics.assembly import analytics_for, tracker_for
     from appliance.clock import SystemClock
     from appliance.events.factory import EventFactory
@@ -339,6 +342,7 @@ def run_analytics(objects: int = 30, frames: int = 600) -> dict[str, float]:
 
     figures = {}
     rng = np.random.default_rng(0)
+    warm = 50
     for use_case, (labels, rules) in ANALYTICS_SCENES.items():
         config = ApplianceConfig.model_validate({"sources": [{
             "id": "bench", "uri": "test://ball", "analyze_fps": 5, "rules": rules,
@@ -347,9 +351,6 @@ def run_analytics(objects: int = 30, frames: int = 600) -> dict[str, float]:
                 ("wash", [[0, 0.5], [0.3, 0.5], [0.3, 1], [0, 1]]), ("clean", [[0.7, 0.5], [1, 0.5], [1, 1], [0.7, 1]]),
                 ("cage", [[0, 0], [1, 0], [1, 1], [0, 1]]))],
         }]})
-        events: list[object] = []
-        analytics = analytics_for(config, config.sources[0], EventFactory("bench", "1", SystemClock()),
-                                  events.append, ApplianceMetrics())
         start = rng.uniform([0, 0], [1800, 1000], (objects, 2))
         speed = rng.uniform(-8, 8, (objects, 2))
         label_of = [labels[i % len(labels)] for i in range(objects)]
@@ -358,30 +359,38 @@ def run_analytics(objects: int = 30, frames: int = 600) -> dict[str, float]:
             xy = (start + f * speed) % [1800, 1000]
             detections = [Detection(label_of[i], 0.9, (x, y, x + 60, y + 80)) for i, (x, y) in enumerate(xy.tolist())]
             results.append(FrameResult("bench", f, int(f * 2e8), time.time(), 1920, 1080, detections))
-        tracker = tracker_for(config.sources[0])
-        for r in results[:50]:
-            analytics.process(r)
-            tracker.update(r.detections)
-        began = time.perf_counter()
-        for r in results[50:]:
-            analytics.process(r)
-        per_frame = (time.perf_counter() - began) / (frames - 50)
-        began = time.perf_counter()
-        for r in results[50:]:
-            tracker.update(r.detections)
-        tracking = (time.perf_counter() - began) / (frames - 50)
+        whole, tracking = [], []
+        for _ in range(repeats):
+            events: list[object] = []
+            analytics = analytics_for(config, config.sources[0], EventFactory("bench", "1", SystemClock()),
+                                      events.append, ApplianceMetrics())
+            tracker = tracker_for(config.sources[0])
+            for r in results[:warm]:
+                analytics.process(r)
+                tracker.update(r.detections)
+            began = time.perf_counter()
+            for r in results[warm:]:
+                analytics.process(r)
+            whole.append((time.perf_counter() - began) / (frames - warm))
+            began = time.perf_counter()
+            for r in results[warm:]:
+                tracker.update(r.detections)
+            tracking.append((time.perf_counter() - began) / (frames - warm))
+        per_frame = float(np.median(whole))
         figures[use_case] = per_frame * 1000
-        print(f"analytics {use_case:8} {objects} tracked objects: {per_frame * 1000:.3f} ms per frame "
-              f"(of which tracking {tracking * 1000:.3f} ms; {len(events)} events)")
+        print(f"analytics {use_case:8} {objects} tracked objects: {per_frame * 1000:.3f} ms per frame, median of "
+              f"{repeats} runs (of which tracking {float(np.median(tracking)) * 1000:.3f} ms; {len(events)} events)")
     return figures
 
 
 def run_bench(args: argparse.Namespace) -> int:
     fps = 30
     labels = args.model.with_suffix(".labels")
+    width, height = ((args.input_size, args.input_size) if args.input_size
+                     else declared_input_size(args.model) or (320, 320))
     model = ModelConfig.model_validate({
         "id": "bench", "onnx": str(args.model), "labels": str(labels),
-        "input": {"width": args.input_size, "height": args.input_size}, "parser": "yolov8",
+        "input": {"width": width, "height": height}, "parser": "yolov8",
     })
     report: dict[str, Any] = {}
     if args.live is not None:
@@ -415,7 +424,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _throughput(args: argparse.Namespace, clip: Path, model: ModelConfig, fps: int) -> dict[str, Any]:
-    print(f"clip {clip.name}, model {args.model.name} at {args.input_size}, analyzing 1 frame in {args.every}, "
+    print(f"clip {clip.name}, model {args.model.name} at {model.input.width}x{model.input.height}, "
+          f"analyzing 1 frame in {args.every}, "
           f"{os.cpu_count()} cores, {args.workers} workers")
     costs = measure_costs(clip, model, args.every)
     print(f"measured alone (CPU ms per frame): decode {1000 * costs.decode:.2f}, "

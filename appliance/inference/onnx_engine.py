@@ -133,3 +133,15 @@ def load_engine(model: ModelConfig, threads: int = 1) -> Engine:
     Other backends (TensorRT on NVIDIA) plug in here, behind the same protocol.
     """
     return check_outputs(model, OnnxRuntimeEngine(model, threads), "file " + str(model.onnx))
+
+
+def declared_input_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) of an image model's one input ``[N, 3, H, W]`` as the ONNX file declares
+    it; None where those dimensions are symbolic or the model has another shape."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    inputs = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).get_inputs()
+    dims = _dims(inputs[0].shape) if len(inputs) == 1 else ()
+    if len(dims) != 4 or dims[2] is None or dims[3] is None:
+        return None
+    return int(dims[3]), int(dims[2])

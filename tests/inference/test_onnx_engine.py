@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto
 
 from appliance.inference.engine import ModelMismatch, TensorSpec
-from appliance.inference.onnx_engine import DYNAMIC_MAX_BATCH, OnnxRuntimeEngine, load_engine
+from appliance.inference.onnx_engine import DYNAMIC_MAX_BATCH, OnnxRuntimeEngine, declared_input_size, load_engine
 from tests.inference.onnx_models import REPO, identity_model, model_config, switch_model
 
 Frames = Callable[..., np.ndarray]
@@ -57,6 +57,12 @@ def test_dynamic_height_and_width_are_accepted(tmp_path: Path, frames: Frames) -
     engine = OnnxRuntimeEngine(model_config(path, size=64))
     batch = frames(2, [0.25, 0.5])
     np.testing.assert_array_equal(engine.infer(batch)[0], batch)
+
+
+def test_declared_input_size_is_width_by_height(tmp_path: Path) -> None:
+    assert declared_input_size(identity_model(tmp_path / "wide.onnx", ["N", 3, 384, 640])) == (640, 384)
+    assert declared_input_size(identity_model(tmp_path / "free.onnx", ["N", 3, "H", "W"])) is None
+    assert declared_input_size(identity_model(tmp_path / "flat.onnx", ["N", 10])) is None
 
 
 def _mismatch(path: Path, expected: str, found: str, **config: object) -> str:
