@@ -172,11 +172,14 @@ def _iou(a: list[float], b: tuple[float, float, float, float]) -> float:
 
 
 def object_of(event: dict[str, Any], truths: list[FrameTruth], fps: int, labels: tuple[str, ...]) -> int | None:
-    """The truth track id under an event's box, in the frame where it began."""
-    box = event["attributes"].get("box")
+    """The truth track id under an event's box, in the frame the box is from: where the event was
+    reported (a start is reported after its grace, with the box of that frame, and dated back)."""
+    attributes = event["attributes"]
+    box = attributes.get("box")
     if box is None or not labels:
         return None
-    index = min(len(truths) - 1, max(0, round(event["attributes"]["stream_time_s"] * fps)))
+    at = attributes.get("stream_reported_s", attributes["stream_time_s"])
+    index = min(len(truths) - 1, max(0, round(at * fps)))
     best, best_iou = None, 0.1
     for obj in truths[index].objects:
         if obj.label in labels and (iou := _iou(box, obj.box)) > best_iou:

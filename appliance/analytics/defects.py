@@ -458,7 +458,9 @@ class DefectRules:
                 inside = zone.contains(centres)
                 tools = [tr for tr, ok in zip(tools, inside) if ok]
         findings: list[Finding] = []
-        for track in tools:
+        # the surest first: where one tool carries two boxes of different states (class-wise NMS keeps
+        # both), the frame's one vote goes to the more confident
+        for track in sorted(tools, key=lambda tr: -tr.confidence):
             record = self._tools.get(track.track_id)
             if record is not None and not self._same_tool(t, track, record, revived=True):
                 # the tracker revived a lost id on what is another presentation (a new tool laid down
@@ -497,12 +499,13 @@ class DefectRules:
 
     def _same_tool(self, t: float, track: Track, record: _Tool, revived: bool = False) -> bool:
         """Whether ``track`` continues ``record``: seen in the last ``tool_lost_s`` (its own id only),
-        or back within ``tool_merge_s`` at the same place."""
+        or at the same place within ``tool_merge_s`` (in this very frame too: a second box of another
+        state on the same tool)."""
         s = self.settings
         gap = t - record.last_seen
         if revived and gap <= s.tool_lost_s:
             return True
-        return 0 < gap < s.tool_merge_s and _iou(track.box, record.box) > s.tool_merge_iou
+        return 0 <= gap < s.tool_merge_s and _iou(track.box, record.box) > s.tool_merge_iou
 
     def _tool_record(self, t: float, track: Track) -> _Tool:
         """The record of a tool that just appeared: a re-identified one's, or a new one."""

@@ -80,6 +80,10 @@ class PpeSettings(Strict):
     hand_items: list[str] = ["gloves"]  # anywhere across the box, at hand height; two per person
     margin: Fraction = 0.15  # how far outside the box an item's centre may lie (gloves on swinging hands)
     forget_after_s: Annotated[float, Field(gt=0.0)] = 30.0  # drop a person's state when unseen this long
+    # A person out of sight this long at most keeps their open episodes, and a new track close to where
+    # they were lost is that person (the tracker lost them behind someone, or missed a few frames).
+    stitch_gap_s: Annotated[float, Field(ge=0.0)] = 2.0
+    stitch_radius: Annotated[float, Field(ge=0.0)] = 0.75  # centre distance, in the person's box heights
 
     @model_validator(mode="after")
     def _consistent(self) -> PpeSettings:
@@ -99,6 +103,7 @@ class _Person:
     seen: np.ndarray  # [items] stream time each item was last associated
     gone: np.ndarray  # [items] the first frame without it after that
     last_t: float
+    box: tuple[float, float, float, float] | None = None  # where the person was last seen
     held: np.ndarray | None = None  # [items] worn (with the hold) in the person's previous frame
     required: np.ndarray | None = None  # [items] required in the previous frame
     wash_run: float = 0.0  # the current continuous stay in the wash zone
@@ -165,7 +170,8 @@ class PpeRules:
         self._missing = EpisodeTracker(s.timing.timing())
         self._improper = EpisodeTracker(s.timing.timing())
         self._fire = EpisodeTracker(s.fire_timing.timing())
-        self._people: dict[int, _Person] = {}
+        self._people: dict[int, _Person] = {}  # by person id (the first track id of the person)
+        self._identity: dict[int, int] = {}  # track id -> person id
         self._last_t: float | None = None
         self._previous_t: float | None = None  # the stream's previous analyzed frame
         self._first_frame = True
@@ -196,10 +202,14 @@ class PpeRules:
         items, fires = self._split(view.result.detections)
         boxes = np.array([p.box for p in persons], dtype=np.float64).reshape(-1, 4)
         present, improper = self._associate(boxes, items)
-        findings = self._observe_people(view, t, persons, boxes, present, improper)
+        people = self._identities(persons, boxes, t)
+        findings = self._observe_people(view, t, persons, people, boxes, present, improper)
         findings += self._observe_fire(view, t, fires)
-        for track_id in [k for k, p in self._people.items() if t - p.last_t > self.settings.forget_after_s]:
-            del self._people[track_id]
+        forgotten = {k for k, p in self._people.items() if t - p.last_t > self.settings.forget_after_s}
+        if forgotten:
+            for person_id in forgotten:
+                del self._people[person_id]
+            self._identity = {k: v for k, v in self._identity.items() if v not in forgotten}
         return findings
 
     def close(self) -> list[Finding]:
@@ -207,6 +217,7 @@ class PpeRules:
         findings += [self._improper_finding(tr) for tr in self._improper.close_all()]
         findings += [self._fire_finding(tr) for tr in self._fire.close_all()]
         self._people.clear()
+        self._identity.clear()
         self._last_t = None
         return findings
 
@@ -279,6 +290,29 @@ class PpeRules:
 
     # ------------------------------------------------------------------ people
 
+    def _identities(self, persons: list[Track], boxes: np.ndarray, t: float) -> list[int]:
+        """Each person track's person id: the track id that person was first seen with; a new track
+        continues the nearest person lost less than ``stitch_gap_s`` ago within ``stitch_radius``."""
+        s = self.settings
+        ids: list[int | None] = [self._identity.get(track.track_id) for track in persons]
+        taken = {i for i in ids if i is not None}
+        for p, track in enumerate(persons):
+            if ids[p] is not None:
+                continue
+            x1, y1, x2, y2 = boxes[p]
+            reach = s.stitch_radius * max(y2 - y1, 1.0)
+            best, best_d = track.track_id, reach
+            for person_id, person in self._people.items():
+                if person_id in taken or person.box is None or not 0 < t - person.last_t <= s.stitch_gap_s:
+                    continue
+                bx1, by1, bx2, by2 = person.box
+                d = math.hypot((x1 + x2 - bx1 - bx2) / 2, (y1 + y2 - by1 - by2) / 2)
+                if d <= best_d:
+                    best, best_d = person_id, d
+            ids[p] = self._identity[track.track_id] = best
+            taken.add(best)
+        return ids  # type: ignore[return-value]
+
     def _zones_of(self, view: FrameView, boxes: np.ndarray) -> list[list[bool]]:
         """Per person, whether the feet stand in each of the view's zones (in ``view.zones`` order)."""
         if self._zone_table is None or self._zone_table.zones is not view.zones:
@@ -290,8 +324,8 @@ class PpeRules:
             self._clean_column = column.get(self.settings.clean_zone or "")
         return self._zone_table.contains(anchor_points(boxes, "bottom")).tolist()
 
-    def _observe_people(self, view: FrameView, t: float, persons: list[Track], boxes: np.ndarray,
-                        present: np.ndarray, improper: np.ndarray) -> list[Finding]:
+    def _observe_people(self, view: FrameView, t: float, persons: list[Track], people: list[int],
+                        boxes: np.ndarray, present: np.ndarray, improper: np.ndarray) -> list[Finding]:
         s = self.settings
         inside = self._zones_of(view, boxes) if persons else []
         zone_ids = self._zone_table.ids if self._zone_table is not None else []
@@ -304,7 +338,7 @@ class PpeRules:
         created: dict[Hashable, float] = {}  # missing-set keys that may be new -> when they really began
         open_missing = self._missing.open
         for p, track in enumerate(persons):
-            tid = track.track_id
+            tid = people[p]
             person = self._people.get(tid)
             if person is None:
                 n = len(self._items)
@@ -351,7 +385,8 @@ class PpeRules:
                 confidence[key] = track.confidence
             findings += self._hygiene(person, track, t, wash is not None and flags[wash],
                                       clean is not None and flags[clean], view)
-            person.last_t = t
+            person.last_t, person.box = t, track.box
+        self._carry_unseen(t, set(people), missing_active, improper_active)
         transitions = self._missing.step(t, missing_active, confidence)
         for key, began in created.items():
             episode = self._missing.open.get(key)
@@ -360,6 +395,18 @@ class PpeRules:
         findings += [self._missing_finding(tr) for tr in transitions]
         findings += [self._improper_finding(tr) for tr in self._improper.step(t, improper_active, confidence)]
         return findings
+
+    def _carry_unseen(self, t: float, seen: set[int], missing_active: dict[Hashable, dict[str, Any]],
+                      improper_active: dict[Hashable, dict[str, Any]]) -> None:
+        """A person out of sight for up to ``stitch_gap_s`` (behind someone, missed by the detector)
+        still lacks what they lacked: their open episodes go on (and end at most that much late)."""
+        for episodes, active in ((self._missing.open, missing_active), (self._improper.open, improper_active)):
+            for key, episode in episodes.items():
+                person_id = key[0]  # type: ignore[index]
+                person = self._people.get(person_id)
+                if (person_id not in seen and key not in active and person is not None
+                        and t - person.last_t <= self.settings.stitch_gap_s):
+                    active[key] = episode.payload
 
     def _began(self, person: _Person, held: np.ndarray, required: np.ndarray, missing: np.ndarray,
                t: float) -> float:

@@ -311,6 +311,20 @@ def test_a_clean_tool_is_info_and_a_tie_goes_to_the_unsafe_state() -> None:
     assert second.attributes["state"] == "damaged" and second.severity == "warning"
 
 
+@pytest.mark.parametrize("groups", [(), TOOL_GROUP], ids=["label-split-tracks", "label-grouped-tracks"])
+def test_two_boxes_of_different_states_on_one_tool_make_one_record(groups) -> None:
+    """Class-wise NMS keeps a clean and a damaged box on the same tool: one record, one vote a
+    frame, for the surer box."""
+    rig = Rig(DefectSettings(tool_zone="mat"), TrackerSettings(label_groups=groups))
+    shifted = (TOOL_BOX[0] + 2, TOOL_BOX[1], TOOL_BOX[2] + 2, TOOL_BOX[3])
+    frames = [(1.0 + i / 5, [Detection("tool_clean", 0.6, TOOL_BOX), Detection("tool_damaged", 0.8, shifted)])
+              for i in range(15)]
+    rig.feed(frames + empty(4.0, 6.0))
+    starts, ends = rig.of("tool.verified", "start"), rig.of("tool.verified", "end")
+    assert len(starts) == 1 and len(ends) == 1, [(e.phase, e.attributes["state"]) for e in rig.of("tool.verified")]
+    assert ends[0].attributes["state"] == "damaged" and ends[0].attributes["votes"] == {"damaged": 15}
+
+
 def test_a_tool_must_lie_still_and_inside_the_zone() -> None:
     rig = Rig(DefectSettings(tool_zone="mat", tool_settle_s=1.0))
     moving = [(1.0 + i / 5, [Detection("tool_clean", 0.9, (160 + 15 * i, 100, 220 + 15 * i, 220))]) for i in range(8)]

@@ -14,7 +14,7 @@ from appliance.analytics.ppe import PpeRules, PpeSettings, _ZoneTable
 from appliance.analytics.stream import StreamAnalytics, ZoneSpec
 from appliance.clock import ManualClock
 from appliance.events.factory import EventFactory
-from appliance.tracking.tracker import Tracker, iou_matrix
+from appliance.tracking.tracker import Tracker, TrackerSettings, iou_matrix
 from appliance.types import Detection, Event, FrameResult
 from tools.scenes.cleanroom import CleanRoomScene
 
@@ -51,11 +51,12 @@ def frame(i: int, detections: list[Detection]) -> FrameResult:
 class Run:
     """One stream's analytics with the ppe rules; its events, and the stream time each was emitted at."""
 
-    def __init__(self, settings: PpeSettings | None = None, zones: Sequence[ZoneSpec] = ()) -> None:
+    def __init__(self, settings: PpeSettings | None = None, zones: Sequence[ZoneSpec] = (),
+                 tracker: TrackerSettings | None = None) -> None:
         self.events: list[Event] = []
         self.emitted_at: list[float] = []
         self._t = 0.0
-        self.analytics = StreamAnalytics("cam", Tracker(), [PpeRules(settings or PpeSettings(), "cam")],
+        self.analytics = StreamAnalytics("cam", Tracker(tracker), [PpeRules(settings or PpeSettings(), "cam")],
                                          EventFactory("dev", "v1", ManualClock()), self._emit, zones=zones)
 
     def _emit(self, event: Event) -> None:
@@ -125,6 +126,23 @@ def test_an_item_taken_off_is_dated_from_its_last_sighting_despite_the_hold():
         ("end", ["gloves", "mask"], 4.0, 8.8),
     ]
     assert run.emitted_at[2] == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize(("stitch_gap_s", "events"), [(2.0, 1), (0.0, 2)])
+def test_a_person_the_tracker_loses_for_a_moment_keeps_one_event(stitch_gap_s: float, events: int):
+    """Unseen for a second (behind someone), back 40 px further under a new track id: the same
+    person, the same missing mask; without stitching, a second event."""
+    def scene(t: float) -> list[Detection]:
+        if 4.0 <= t < 5.0:
+            return []
+        return person(400 + (40 if t >= 5.0 else 0), 300, drop=("mask",))
+
+    run = Run(PpeSettings(stitch_gap_s=stitch_gap_s), tracker=TrackerSettings(max_lost_frames=1))
+    run.feed(scripted(10, scene)).close()
+    starts = [e for e in run.of("ppe.missing_item") if e.phase == "start"]
+    assert len(starts) == events, start_end(run.of("ppe.missing_item"))
+    assert starts[0].attributes["stream_time_s"] == 0.0
+    assert len({e.track_id for e in starts}) == events  # the tracker did give the person a new id
 
 
 def test_zone_requirements_follow_the_feet():
