@@ -142,6 +142,10 @@ def scenario_config(case: Case, scene: Scene, clip: Path, events: Path) -> Appli
         x1, y1, x2, y2 = TOOL_ZONE
         source["zones"] = [{"id": "table", "polygon": [[x1, y1], [x2, y1], [x2, y2], [x1, y2]], "normalized": False}]
         source["rules"]["defects"] = {"tool_zone": "table"}
+        # the detector often splits a tool's score between two states (0.45 clean, 0.40 damaged, one box
+        # each): tracks must start below the default 0.6, and the states are one object to the tracker
+        source["rules"]["tracker"] = {"high_confidence": 0.3, "new_track_confidence": 0.35,
+                                      "label_groups": [["tool_clean", "tool_dirty", "tool_damaged"]]}
     elif case.name == "cleanroom":
         source["zones"] = [{"id": name, "polygon": [list(p) for p in poly], "normalized": False}
                            for name, poly in scene.zones.items()]  # type: ignore[attr-defined]

@@ -27,7 +27,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tools.training.data import EVAL_RECIPES, HELD_OUT_SEED, MODEL_LABELS, MODELS, held_out_frames  # noqa: E402
-from tools.training.evaluate import DEFAULT_OPERATING_CONFIDENCE, Report, evaluate  # noqa: E402
+from tools.training.detector import num_anchors  # noqa: E402
+from tools.training.evaluate import DEFAULT_OPERATING_CONFIDENCE, Report, evaluate, onnx_input_size  # noqa: E402
 
 PURPOSE = {
     "defects": "parts on a conveyor (vial, blister, tablet), their defects (crack, chip, missing cap, stain) "
@@ -52,12 +53,23 @@ def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3f}"
 
 
+def budget_note(meta: dict[str, object]) -> str:
+    """What the time budget did to the run: nothing, its schedule, or its length."""
+    if not meta.get("budget_limited"):
+        return ""
+    if meta.get("iterations") == meta.get("planned_iterations"):
+        return ("; all planned iterations, with the learning-rate schedule following the clock at times "
+                "(the weights depend on the machine's speed)")
+    return ", shortened to fit the time budget"
+
+
 def write_card(report: Report, meta: dict[str, object], scenes: int, command: str, out: Path) -> Path:
     size = report.path.stat().st_size
     recipe = EVAL_RECIPES[report.model]
     sources = ", ".join(f"{s.name} ({s.duration_s:g} s, every {s.every}th frame)" for s in recipe.sources)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     batch, crop = config.get("batch", "?"), config.get("crop")  # type: ignore[union-attr]
+    width, height = onnx_input_size(report.path)
     lines = [
         f"# {report.model}: demo detector",
         "",
@@ -68,9 +80,9 @@ def write_card(report: Report, meta: dict[str, object], scenes: int, command: st
         "|---|---|",
         f"| file | `{report.path.name}` ({size / 1e6:.2f} MB) |",
         f"| classes ({len(report.labels)}) | {', '.join(f'`{x}`' for x in report.labels)} (`{report.model}.labels`) |",
-        "| input | `images` [N, 3, 320, 320] float32, RGB 0..1, letterboxed (black borders), dynamic N |",
-        f"| output | `output0` [N, {4 + len(report.labels)}, 2100]: cx, cy, w, h (input pixels), then one sigmoid "
-        "score per class (Ultralytics YOLOv8 raw layout; parser `yolov8`) |",
+        f"| input | `images` [N, 3, {height}, {width}] float32, RGB 0..1, letterboxed (black borders), dynamic N |",
+        f"| output | `output0` [N, {4 + len(report.labels)}, {num_anchors(height, width)}]: cx, cy, w, h "
+        "(input pixels), then one sigmoid score per class (Ultralytics YOLOv8 raw layout; parser `yolov8`) |",
         f"| parameters | {meta.get('parameters', '?')} |",
         f"| training command | `{meta.get('command', '?')}` |",
         f"| training seed | {meta.get('seed', '?')} (scene seeds {meta.get('training_seeds', '?')}, "
@@ -78,7 +90,7 @@ def write_card(report: Report, meta: dict[str, object], scenes: int, command: st
         f"| training | {meta.get('iterations', '?')} iterations of batch {batch}"
         f"{f' ({crop[0]}x{crop[1]} crops)' if crop else ''} in {meta.get('train_seconds', '?')} s "
         f"({meta.get('total_seconds', '?')} s with rendering and export)"
-        f"{', shortened to fit the time budget' if meta.get('budget_limited') else ''} |",
+        f"{budget_note(meta)} |",
         f"| evaluation command | `{command}` |",
         f"| evaluation data | held-out scene seeds {HELD_OUT_SEED}..{HELD_OUT_SEED + scenes - 1} (never used in "
         f"training): {sources}; {report.scores.images} frames |",

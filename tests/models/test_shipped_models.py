@@ -16,11 +16,11 @@ DETECTORS = ("defects", "ppe", "animals")
 FRAMES = 60
 # The bar these tests hold the shipped models to (micro-averaged over classes, at the
 # operating threshold of the model card), a little below what they reach on these
-# frames today (defects P 0.90 R 1.00, ppe P 0.89 R 0.95, animals P 0.89 R 0.97), so
-# that a worse retrained model fails. The pack's target is 0.9 for both: the
-# precision of each is just under it.
-MIN_PRECISION = {"defects": 0.86, "ppe": 0.85, "animals": 0.86}
-MIN_RECALL = {"defects": 0.95, "ppe": 0.9, "animals": 0.94}
+# frames today (defects P 0.88 R 1.00, ppe P 0.98 R 0.96, animals P 0.89 R 0.97), so
+# that a worse retrained model fails. The pack's target is 0.9 for both; defects'
+# precision is under it on these frames (tools: clean against damaged).
+MIN_PRECISION = {"defects": 0.84, "ppe": 0.94, "animals": 0.86}
+MIN_RECALL = {"defects": 0.95, "ppe": 0.92, "animals": 0.94}
 
 
 @pytest.mark.parametrize("name", DETECTORS)
@@ -40,15 +40,24 @@ def test_shipped_detector_finds_held_out_objects(name: str) -> None:
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_shipped_detector_fits_its_layout_and_size(name: str) -> None:
+    """The model has its training plan's input size, the YOLOv8 layout for it, and the demo
+    pipeline letterboxes to that size."""
+    from appliance.config.loader import load_config
     from appliance.inference.onnx_engine import load_engine
+    from tools.train_demo_models import PLANS
+    from tools.training.detector import num_anchors
 
     path = REPO / "engines" / f"{name}.onnx"
     labels = (REPO / "engines" / f"{name}.labels").read_text().split()
     assert path.stat().st_size <= 5 * 2**20
+    width, height = PLANS[name]["input"]  # type: ignore[misc]
     engine = load_engine(ModelConfig.model_validate({
-        "id": name, "onnx": str(path), "labels": labels, "input": {"width": 320, "height": 320},
+        "id": name, "onnx": str(path), "labels": labels, "input": {"width": width, "height": height},
     }))
-    assert engine.input.shape[1:] == (3, 320, 320)
-    assert engine.outputs[0].shape[1:] == (4 + len(labels), 2100)
+    assert engine.input.shape[1:] == (3, height, width)
+    assert engine.outputs[0].shape[1:] == (4 + len(labels), num_anchors(height, width))
+    demo = {m.id: m for m in load_config(REPO / "pipelines" / "demo.yaml").models}
+    assert (demo[name].input.width, demo[name].input.height) == (width, height)
     card = (REPO / "engines" / f"{name}.md").read_text()
     assert "mAP50" in card and "tools/train_demo_models.py" in card
+    assert f"[N, 3, {height}, {width}]" in card

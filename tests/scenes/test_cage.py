@@ -166,34 +166,6 @@ def test_seizure_shakes_at_high_frequency(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_a_hyperactive_animal_keeps_running(seed: int) -> None:
-    """Through a hyperactive bout the animal runs (it turns away from walls and other animals
-    instead of standing against them): its speed along the path over 1.6 s stays above what
-    walking animals reach."""
-    def path_speeds(track_id: int, frames: list[int]) -> np.ndarray:
-        boxes = track(seed, track_id)
-        body = np.median([max(b[2] - b[0], b[3] - b[1]) for b, _, _ in boxes.values()])
-        xy = centres(seed, track_id, range(frames[0], frames[-1] + 1))[::3]  # 5 frames a second
-        steps = np.hypot(*np.diff(xy, axis=0).T)
-        return np.convolve(steps, np.ones(8), "valid") / (8 * 3 / FPS) / body  # body lengths per second
-
-    bouts = [e for e in scene(seed).timeline() if e.kind == "animal.hyperactive" and e.end_s - e.start_s > 3]
-    assert bouts
-    for bout in bouts:
-        frames = [f for f in frames_of(bout) if f in track(seed, bout.track_id)][round(0.5 * FPS):]
-        running = path_speeds(bout.track_id, frames)
-        assert float(np.percentile(running, 10)) > 2.0, (bout, np.round(running, 2))
-    walks = 0
-    for animal in range(scene(seed).animal_count):  # walking, settled (a second after any bout), is slower
-        walking = [f for f, (_, _, b) in track(seed, animal).items() if b == "moving"]
-        for run in np.split(np.array(walking), np.flatnonzero(np.diff(walking) != 1) + 1):
-            if len(run) > 3 * FPS:
-                walks += 1
-                assert float(path_speeds(animal, list(run[FPS:])).max()) < 2.4
-    assert walks
-
-
-@pytest.mark.parametrize("seed", SEEDS)
 def test_rearing_boxes_are_rounder_than_moving_boxes(seed: int) -> None:
     ratios: dict[str, list[float]] = {"rearing": [], "moving": []}
     for truth in truths(seed, animals=4, escape=True):

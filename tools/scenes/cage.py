@@ -341,13 +341,8 @@ class CageScene:
         y = animal.y + animal.v * math.sin(animal.th) * _DT
         x = min(max(x, min(lo_x, animal.x)), max(hi_x, animal.x))
         y = min(max(y, min(lo_y, animal.y)), max(hi_y, animal.y))
-        blocked = self._blocked(animal, x, y)
-        walled = math.hypot(x - animal.x, y - animal.y) < 0.5 * abs(animal.v) * _DT  # a wall held it back
-        if not blocked:
+        if not self._blocked(animal, x, y):
             animal.x, animal.y = x, y
-        if hyper and (blocked or walled):
-            # a hyperactive mouse does not stand at a wall or another mouse: it turns and runs on
-            animal.th = _wrap(animal.th + math.pi * float(rng.uniform(0.5, 1.0)) * (1 if rng.random() < 0.5 else -1))
 
     def _inside(self, animal: _Animal) -> bool:
         x1, y1, x2, y2 = self._cage_box

@@ -21,6 +21,9 @@ import numpy as np
 from appliance.inference.letterbox import Letterbox
 
 INPUT_SIZE = 320
+#: model input (width, height) in pixels, multiples of 32
+InputSize = tuple[int, int]
+SQUARE_INPUT: InputSize = (INPUT_SIZE, INPUT_SIZE)
 HELD_OUT_SEED = 9000
 
 DEFECT_LABELS: tuple[str, ...] = (
@@ -36,7 +39,7 @@ MODELS: tuple[str, ...] = tuple(MODEL_LABELS)
 
 @dataclass
 class FrameSet:
-    """Letterboxed RGB uint8 frames ``[M, S, S, 3]`` and per-frame targets ``[K, 5]``
+    """Letterboxed RGB uint8 frames ``[M, H, W, 3]`` and per-frame targets ``[K, 5]``
     (class index, x1, y1, x2, y2 in model-input pixels); ``content`` is the part of the
     input the frame covers (``x0, y0, x1, y1``), the rest is black border."""
 
@@ -56,7 +59,7 @@ class FrameSet:
 
 
 def letterbox_frame(image_bgr: np.ndarray, letterbox: Letterbox) -> np.ndarray:
-    """BGR ``[h, w, 3]`` uint8 -> letterboxed RGB uint8 ``[S, S, 3]`` (black borders)."""
+    """BGR ``[h, w, 3]`` uint8 -> letterboxed RGB uint8 ``[H, W, 3]`` (black borders)."""
     scaled = cv2.resize(image_bgr, (letterbox.scaled_w, letterbox.scaled_h), interpolation=cv2.INTER_AREA)
     out = np.zeros((letterbox.dst_h, letterbox.dst_w, 3), dtype=np.uint8)
     out[letterbox.pad_y:letterbox.pad_y + letterbox.scaled_h, letterbox.pad_x:letterbox.pad_x + letterbox.scaled_w] = (
@@ -66,7 +69,7 @@ def letterbox_frame(image_bgr: np.ndarray, letterbox: Letterbox) -> np.ndarray:
 
 
 def to_input_tensor(images_rgb: np.ndarray) -> np.ndarray:
-    """``[N, S, S, 3]`` uint8 RGB -> ``[N, 3, S, S]`` float32 0..1 (the model input)."""
+    """``[N, H, W, 3]`` uint8 RGB -> ``[N, 3, H, W]`` float32 0..1 (the model input)."""
     return np.ascontiguousarray(images_rgb.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1.0 / 255.0)
 
 
@@ -149,10 +152,12 @@ def _cage(seed: int, duration_s: float) -> object:
 
 
 RECIPES: dict[str, Recipe] = {
+    # tools: many scenes, few frames of each presentation: the states (clean, dirty, damaged)
+    # are learnt from many different tools, not from many frames of the same few
     "defects": Recipe(DEFECT_LABELS, (
         SceneSource("production", _production_defective, 6.0, 4),
-        SceneSource("tools", _tools, 24.0, 8, empty_keep=0.1),
-    ), (0.6, 0.4)),
+        SceneSource("tools", _tools, 24.0, 24, empty_keep=0.1),
+    ), (0.34, 0.66)),
     "ppe": Recipe(PPE_LABELS, (SceneSource("cleanroom", _cleanroom, 16.0, 10, empty_keep=0.2),), (1.0,)),
     "animals": Recipe(ANIMAL_LABELS, (SceneSource("cage", _cage, 12.0, 8, empty_keep=0.2),), (1.0,)),
 }
@@ -175,12 +180,12 @@ def scene_frames(source: SceneSource, seed: int) -> Iterator[tuple[np.ndarray, l
 def render(
     model: str,
     seeds: Sequence[int],
-    size: int = INPUT_SIZE,
+    size: InputSize = SQUARE_INPUT,
     log: Callable[[str], None] | None = None,
     recipe: Recipe | None = None,
 ) -> FrameSet:
     """Render the frames of ``model``'s scenes for ``seeds`` (split between sources by
-    their shares, in order) into one ``FrameSet``."""
+    their shares, in order) into one ``FrameSet`` letterboxed to ``size`` (width, height)."""
     recipe = recipe or RECIPES[model]
     shares = recipe.shares or tuple(1.0 / len(recipe.sources) for _ in recipe.sources)
     bounds = np.round(np.cumsum((0.0,) + tuple(shares)) / sum(shares) * len(seeds)).astype(int)
@@ -191,7 +196,7 @@ def render(
         for seed in seeds[bounds[i]:bounds[i + 1]]:
             for image, objects in scene_frames(source, int(seed)):
                 if letterbox is None or (letterbox.src_w, letterbox.src_h) != (image.shape[1], image.shape[0]):
-                    letterbox = Letterbox.compute(image.shape[1], image.shape[0], size, size)
+                    letterbox = Letterbox.compute(image.shape[1], image.shape[0], *size)
                 images.append(letterbox_frame(image, letterbox))
                 targets.append(map_targets(objects, recipe.labels, letterbox))
         if log:

@@ -16,7 +16,8 @@ Network
 Export
 ------
 ``export_onnx`` writes opset 17 with the decoding inside the graph: input ``images``
-``[N, 3, 320, 320]`` float32 RGB 0..1, output ``output0`` ``[N, 4 + nc, A]`` with
+``[N, 3, H, W]`` float32 RGB 0..1 (``H``, ``W`` multiples of 32; 320 x 320 unless a
+model's plan says otherwise), output ``output0`` ``[N, 4 + nc, A]`` with
 rows ``cx, cy, w, h`` in input pixels and then ``nc`` sigmoid class scores, ``A``
 anchors ordered stride 8, 16, 32 and row-major inside a level (Ultralytics' order).
 """
@@ -184,12 +185,13 @@ def decode_xyxy(ltrb: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 
 class ExportWrapper(nn.Module):
-    """The detector with YOLOv8-layout decoding: ``[N, 3, S, S]`` -> ``[N, 4 + nc, A]``."""
+    """The detector with YOLOv8-layout decoding: ``[N, 3, H, W]`` -> ``[N, 4 + nc, A]``;
+    ``size`` is (width, height)."""
 
-    def __init__(self, model: Detector, size: int = INPUT_SIZE) -> None:
+    def __init__(self, model: Detector, size: tuple[int, int] = (INPUT_SIZE, INPUT_SIZE)) -> None:
         super().__init__()
         self.model = model
-        points, _ = anchor_points(size, size)
+        points, _ = anchor_points(size[1], size[0])
         self.register_buffer("points", points.t().contiguous(), persistent=False)  # [2, A]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -201,7 +203,7 @@ class ExportWrapper(nn.Module):
         return torch.cat([centre, size, torch.sigmoid(logits.transpose(1, 2))], dim=1)
 
 
-def _write_onnx(model: Detector, path: Path, size: int) -> None:
+def _write_onnx(model: Detector, path: Path, size: tuple[int, int]) -> None:
     import warnings
 
     wrapper = ExportWrapper(model, size).eval()
@@ -209,15 +211,15 @@ def _write_onnx(model: Detector, path: Path, size: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper, (torch.zeros(1, 3, size, size),), str(path), dynamo=False, opset_version=17,
+            wrapper, (torch.zeros(1, 3, size[1], size[0]),), str(path), dynamo=False, opset_version=17,
             input_names=["images"], output_names=["output0"],
             dynamic_axes={"images": {0: "N"}, "output0": {0: "N"}}, do_constant_folding=True,
         )
 
 
 def _export_main() -> None:
-    """``python -c ... weights.pt out.onnx size``: the export in a clean process."""
-    weights, out, size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    """``python -c ... weights.pt out.onnx width height``: the export in a clean process."""
+    weights, out, size = sys.argv[1], Path(sys.argv[2]), (int(sys.argv[3]), int(sys.argv[4]))
     saved = torch.load(weights, weights_only=True)
     config = dict(saved["config"])
     config["widths"] = tuple(config["widths"])
@@ -226,9 +228,10 @@ def _export_main() -> None:
     _write_onnx(model.eval(), out, size)
 
 
-def export_onnx(model: Detector, path: Path, size: int = INPUT_SIZE, check: bool = True) -> float:
-    """Write ``path`` (opset 17, dynamic batch); returns the largest |ORT - torch| difference
-    on a random batch of 2 when ``check`` (the graph also passes ``onnx.checker``).
+def export_onnx(model: Detector, path: Path, size: tuple[int, int] = (INPUT_SIZE, INPUT_SIZE),
+                check: bool = True) -> float:
+    """Write ``path`` (opset 17, dynamic batch, input ``size`` = (width, height)); returns the
+    largest |ORT - torch| difference on a random batch of 2 when ``check`` (the graph also passes ``onnx.checker``).
 
     The TorchScript exporter runs in a child process: in a process that has initialised
     GStreamer (the appliance, its tests) PyTorch's JIT tracer aborts.
@@ -244,7 +247,7 @@ def export_onnx(model: Detector, path: Path, size: int = INPUT_SIZE, check: bool
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         done = subprocess.run(
             [sys.executable, "-c", "from tools.training.detector import _export_main; _export_main()",
-             str(weights), str(path.resolve()), str(size)],
+             str(weights), str(path.resolve()), str(size[0]), str(size[1])],
             cwd=REPO, env=env, capture_output=True, text=True,
         )
         if done.returncode != 0:
@@ -254,7 +257,7 @@ def export_onnx(model: Detector, path: Path, size: int = INPUT_SIZE, check: bool
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     wrapper = ExportWrapper(model, size).eval()
     gen = torch.Generator().manual_seed(0)
-    sample = torch.rand(2, 3, size, size, generator=gen)
+    sample = torch.rand(2, 3, size[1], size[0], generator=gen)
     with torch.no_grad():
         expected = wrapper(sample).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

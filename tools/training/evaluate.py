@@ -26,9 +26,9 @@ import numpy as np
 
 from appliance.config.schema import ModelConfig
 from appliance.inference.letterbox import Letterbox
-from appliance.inference.onnx_engine import load_engine
+from appliance.inference.onnx_engine import declared_input_size, load_engine
 from appliance.inference.parsers import make_parser
-from tools.training.data import INPUT_SIZE, letterbox_frame, to_input_tensor
+from tools.training.data import SQUARE_INPUT, InputSize, letterbox_frame, to_input_tensor
 
 EVAL_CONFIDENCE = 0.001  # the parser's threshold while collecting detections for AP
 EVAL_MAX_DETECTIONS = 300
@@ -138,8 +138,14 @@ class Report:
         return self.scores.map50
 
 
+def onnx_input_size(path: Path) -> InputSize:
+    """(width, height) of a detector's ``images`` input, as its ONNX file declares it (320 x 320 when symbolic)."""
+    return declared_input_size(path) or SQUARE_INPUT
+
+
 def model_config(name: str, path: Path, labels: Sequence[str], confidence: float, max_detections: int) -> ModelConfig:
-    return ModelConfig(id=name, onnx=path, labels=list(labels), input={"width": INPUT_SIZE, "height": INPUT_SIZE},
+    width, height = onnx_input_size(path)
+    return ModelConfig(id=name, onnx=path, labels=list(labels), input={"width": width, "height": height},
                        parser="yolov8", confidence=confidence, iou=NMS_IOU, max_detections=max_detections)
 
 
@@ -175,7 +181,7 @@ def evaluate(
     for image, objects in frames:
         if letterbox is None or (letterbox.src_w, letterbox.src_h) != (image.shape[1], image.shape[0]):
             flush()
-            letterbox = Letterbox.compute(image.shape[1], image.shape[0], INPUT_SIZE, INPUT_SIZE)
+            letterbox = Letterbox.compute(image.shape[1], image.shape[0], config.input.width, config.input.height)
         pending.append(letterbox_frame(image, letterbox))
         boxes.append(letterbox)
         truth.append([(label, tuple(box)) for label, box in objects])
