@@ -40,7 +40,7 @@ from tools.scenes.cage import CageScene  # noqa: E402
 from tools.scenes.cleanroom import CleanRoomScene  # noqa: E402
 from tools.scenes.common import FrameTruth, Scene, TimelineEvent  # noqa: E402
 from tools.scenes.production import TOOL_ZONE, ProductionLineScene, ToolStationScene  # noqa: E402
-from tools.training.evaluate import onnx_input_size  # noqa: E402
+from tools.training.evaluate import onnx_input_size, operating_confidence  # noqa: E402
 
 ANALYZE_FPS = 5.0
 ANOMALY_THRESHOLD = 0.5  # engines/anomaly.md's suggestion
@@ -116,13 +116,21 @@ def start_delays() -> dict[str, float]:
 START_DELAYS = start_delays()
 
 
+def second_stage_model(name: str, parser: str, confidence: float) -> dict[str, Any]:
+    """The config of a shipped crop model (its input size from the ONNX file)."""
+    onnx = REPO / "engines" / f"{name}.onnx"
+    width, height = onnx_input_size(onnx)
+    return {"id": name, "onnx": str(onnx), "labels": str(REPO / "engines" / f"{name}.labels"),
+            "input": {"width": width, "height": height}, "parser": parser, "confidence": confidence}
+
+
 def scenario_config(case: Case, scene: Scene, clip: Path, events: Path) -> ApplianceConfig:
     onnx = REPO / "engines" / f"{case.model}.onnx"
     width, height = onnx_input_size(onnx)
     model = {
         "id": case.model, "onnx": str(onnx),
         "labels": str(REPO / "engines" / f"{case.model}.labels"), "input": {"width": width, "height": height},
-        "parser": "yolov8", "confidence": 0.25,
+        "parser": "yolov8", "confidence": operating_confidence(case.model),
     }
     source: dict[str, Any] = {"id": case.name, "uri": f"file://{clip}", "realtime": False,
                               "analyze_fps": ANALYZE_FPS, "rules": {}}
@@ -133,19 +141,13 @@ def scenario_config(case: Case, scene: Scene, clip: Path, events: Path) -> Appli
         source["rules"]["defects"] = {"inspection_line": "inspection"}
         if case.name == "anomaly":
             source["rules"]["defects"]["anomaly"] = {"model": "anomaly"}
-            models.append({
-                "id": "anomaly", "onnx": str(REPO / "engines" / "anomaly.onnx"),
-                "labels": str(REPO / "engines" / "anomaly.labels"), "input": {"width": 64, "height": 64},
-                "parser": "anomaly", "confidence": ANOMALY_THRESHOLD,
-            })
+            models.append(second_stage_model("anomaly", "anomaly", ANOMALY_THRESHOLD))
     elif case.name == "tools":
         x1, y1, x2, y2 = TOOL_ZONE
         source["zones"] = [{"id": "table", "polygon": [[x1, y1], [x2, y1], [x2, y2], [x1, y2]], "normalized": False}]
-        source["rules"]["defects"] = {"tool_zone": "table"}
-        # the detector often splits a tool's score between two states (0.45 clean, 0.40 damaged, one box
-        # each): tracks must start below the default 0.6, and the states are one object to the tracker
-        source["rules"]["tracker"] = {"high_confidence": 0.3, "new_track_confidence": 0.35,
-                                      "label_groups": [["tool_clean", "tool_dirty", "tool_damaged"]]}
+        # the detector finds the tool, the tool_states classifier names its state from the crop
+        source["rules"]["defects"] = {"tool_zone": "table", "tool_check": {"model": "tool_states"}}
+        models.append(second_stage_model("tool_states", "classify", 0.5))
     elif case.name == "cleanroom":
         source["zones"] = [{"id": name, "polygon": [list(p) for p in poly], "normalized": False}
                            for name, poly in scene.zones.items()]  # type: ignore[attr-defined]

@@ -28,11 +28,12 @@ if str(REPO) not in sys.path:
 
 from tools.training.data import EVAL_RECIPES, HELD_OUT_SEED, MODEL_LABELS, MODELS, held_out_frames  # noqa: E402
 from tools.training.detector import num_anchors  # noqa: E402
-from tools.training.evaluate import DEFAULT_OPERATING_CONFIDENCE, Report, evaluate, onnx_input_size  # noqa: E402
+from tools.training.evaluate import Report, evaluate, onnx_input_size, operating_confidence  # noqa: E402
 
 PURPOSE = {
     "defects": "parts on a conveyor (vial, blister, tablet), their defects (crack, chip, missing cap, stain) "
-               "and tools at a check station (clean, dirty, damaged)",
+               "and tools at a check station (their state, clean, dirty or damaged, is the `tool_states` "
+               "classifier's: `engines/tool_states.md`)",
     "ppe": "people, their protective equipment (helmet, mask worn or under the nose, gloves, gown, goggles), "
            "fire and smoke in a clean room",
     "animals": "rodents in a cage seen from above, day and night, and whether each one is rearing",
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", nargs="?", default="all", choices=[*MODELS, "all"])
     parser.add_argument("--engines", type=Path, default=REPO / "engines")
     parser.add_argument("--scenes", type=int, default=8, help="held-out scene seeds per model")
-    parser.add_argument("--confidence", type=float, default=DEFAULT_OPERATING_CONFIDENCE)
+    parser.add_argument("--confidence", type=float, default=None,
+                        help="operating threshold (default: the model's, tools/training/evaluate.py)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     command = "python tools/evaluate_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -134,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         labels = MODEL_LABELS[model]
         (args.engines / f"{model}.labels").write_text("\n".join(labels) + "\n", encoding="utf-8")
         frames = ((image, objects) for _, image, objects in held_out_frames(model, args.scenes))
-        report = evaluate(model, path, labels, frames, args.confidence, args.threads)
+        confidence = operating_confidence(model) if args.confidence is None else args.confidence
+        report = evaluate(model, path, labels, frames, confidence, args.threads)
         card = write_card(report, training_meta(path), args.scenes, command.strip(), args.engines)
         print(f"{model}: mAP50 {report.map50:.3f} on {report.scores.images} frames; "
               f"latency b1 {report.latency_ms.get(1, float('nan')):.1f} ms "

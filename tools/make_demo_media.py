@@ -3,7 +3,8 @@
 
     python tools/make_demo_media.py [--force] [--out media/demo]
 
-For each use case: ``<name>.mp4`` (H.264), ``<name>.truth.jsonl`` (boxes, labels and
+For each use case (the production line and its tool check station, the clean room, the
+lab cage): ``<name>.mp4`` (H.264), ``<name>.truth.jsonl`` (boxes, labels and
 track ids per frame) and ``<name>.timeline.json`` (the events a correct appliance
 reports). Clips already there are kept; the same seeds always give the same frames.
 """
@@ -22,13 +23,14 @@ from appliance.media import write_video  # noqa: E402
 from tools.scenes.cage import CageScene  # noqa: E402
 from tools.scenes.cleanroom import CleanRoomScene  # noqa: E402
 from tools.scenes.common import Scene, write_truth  # noqa: E402
-from tools.scenes.production import ProductionLineScene  # noqa: E402
+from tools.scenes.production import ProductionLineScene, ToolStationScene  # noqa: E402
 
 BITRATE_KBPS = 380  # 60 s stay under 3 MB
 # Seeds from the held-out range (9000 and up): the demo models never saw these scenes.
 
 CLIPS: dict[str, Callable[[], Scene]] = {
     "line-1": lambda: ProductionLineScene(seed=9100, duration_s=45.0),
+    "station-1": lambda: ToolStationScene(seed=9110, duration_s=40.0),
     "cleanroom-1": lambda: CleanRoomScene(seed=9107, duration_s=45.0),
     "cage-1": lambda: CageScene(seed=9302, duration_s=60.0),
 }

@@ -35,7 +35,7 @@ from tools.training.train import TrainConfig, train  # noqa: E402
 PLANS: dict[str, dict[str, object]] = {
     "defects": {"seeds": 100, "iterations": 2500, "batch": 32, "crop": (128, 160), "input": (640, 384)},
     "ppe": {"seeds": 45, "iterations": 2000, "batch": 24, "crop": (160, 192), "input": (480, 288)},
-    "animals": {"seeds": 50, "iterations": 2400, "batch": 32, "crop": (128, 160), "input": (320, 320)},
+    "animals": {"seeds": 50, "iterations": 2400, "batch": 32, "crop": (128, 160), "input": (480, 288)},
 }
 EXPORT_RESERVE_S = 45.0
 

@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from appliance.analytics.animals import AnimalRules
 from appliance.analytics.base import Rules
 from appliance.analytics.defects import DefectRules
-from appliance.analytics.inspection import AnomalyInspector
+from appliance.analytics.inspection import AnomalyInspector, CropClassifier
 from appliance.analytics.ppe import PpeRules
 from appliance.analytics.stream import EventSink, StreamAnalytics
-from appliance.config.schema import ApplianceConfig, SourceConfig
+from appliance.config.schema import ApplianceConfig, ModelConfig, SourceConfig
 from appliance.events.factory import EventFactory
 from appliance.events.snapshots import SnapshotStore
 from appliance.inference.anomaly import AnomalyParser
+from appliance.inference.classify import ClassifierParser
 from appliance.inference.engine import Engine
 from appliance.metrics import ApplianceMetrics
 from appliance.tracking.tracker import Tracker, TrackerSettings
@@ -32,6 +33,13 @@ def tracker_for(source: SourceConfig) -> Tracker:
     ))
 
 
+def _second_stage(source: SourceConfig, model_id: str, config: ApplianceConfig | None,
+                  engines: Mapping[str, Engine] | None) -> tuple[ModelConfig, Engine]:
+    if config is None or engines is None or model_id not in engines:
+        raise ValueError(f"source {source.id!r}: second-stage model {model_id!r} is not loaded")
+    return next(m for m in config.models if m.id == model_id), engines[model_id]
+
+
 def rules_for(
     source: SourceConfig,
     metrics: ApplianceMetrics,
@@ -43,15 +51,16 @@ def rules_for(
     rules: list[Rules] = []
     configured = source.rules
     if configured.defects is not None:
-        check = configured.defects.anomaly
-        inspector = None
+        check, tool_check = configured.defects.anomaly, configured.defects.tool_check
+        inspector = classifier = None
         if check is not None:
-            if config is None or second_stage is None or check.model not in second_stage:
-                raise ValueError(f"source {source.id!r}: anomaly model {check.model!r} is not loaded")
-            model = next(m for m in config.models if m.id == check.model)
-            parser = AnomalyParser(model.confidence, model.id)
-            inspector = AnomalyInspector(second_stage[check.model], parser, check.crop_margin)
-        rules.append(DefectRules(configured.defects, source.id, metrics, inspector))
+            model, engine = _second_stage(source, check.model, config, second_stage)
+            inspector = AnomalyInspector(engine, AnomalyParser(model.confidence, model.id), check.crop_margin)
+        if tool_check is not None:
+            model, engine = _second_stage(source, tool_check.model, config, second_stage)
+            classifier = CropClassifier(engine, ClassifierParser(model.label_names(), model.id),
+                                        tool_check.crop_margin, model.confidence)
+        rules.append(DefectRules(configured.defects, source.id, metrics, inspector, classifier))
     if configured.ppe is not None:
         rules.append(PpeRules(configured.ppe, source.id))
     if configured.animals is not None:

@@ -32,7 +32,11 @@ Drift
     it ends when the fraction falls below ``clear_below`` (hysteresis).
 
 Tools
-    A tool track (``tool_clean``/``tool_dirty``/``tool_damaged``) inside ``tool_zone`` that
+    A tool track inside ``tool_zone`` votes for a state in each analyzed frame: the state its
+    label says (``tool_labels``: ``tool_clean`` -> ``clean``, for a detector that tells the
+    states apart), or, for a label of ``tool_check.labels`` (``tool``), the state a classifier
+    names from the tool's crop (``tool_check.model``, a ``classify`` model whose labels are
+    the states; verdicts below its ``confidence`` do not vote). A tool that
     lay still (its box kept IoU ≥ ``tool_still_iou`` with where it settled) for
     ``tool_settle_s`` raises ``tool.verified`` start with the majority state of its frames
     so far; when it has been gone for more than ``tool_lost_s`` the end follows with the
@@ -54,7 +58,7 @@ from pydantic import Field, model_validator
 
 from appliance.analytics.base import Finding, FrameView
 from appliance.analytics.geometry import Line
-from appliance.analytics.inspection import AnomalyInspector
+from appliance.analytics.inspection import AnomalyInspector, CropClassifier
 from appliance.config.base import Identifier, Strict
 from appliance.metrics import ApplianceMetrics
 from appliance.tracking.tracker import iou_matrix
@@ -92,6 +96,14 @@ class AnomalyCheckSettings(Strict):
     crop_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # each side, of the box's longer side (as trained)
 
 
+class ToolCheckSettings(Strict):
+    """Each tool's state named by a classifier from its crop (the detector only finds the tool)."""
+
+    model: Identifier  # a model with parser: classify; its labels are the states
+    labels: tuple[str, ...] = ("tool",)  # the detector's labels whose state the classifier names
+    crop_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1  # each side, of the box's longer side (as trained)
+
+
 class DefectSettings(Strict):
     inspection_line: Identifier | None = None  # a line of the source; None: no part counting
     part_labels: tuple[str, ...] = ("vial", "blister", "tablet")
@@ -107,6 +119,7 @@ class DefectSettings(Strict):
     tool_zone: Identifier | None = None  # None: tools anywhere in the view
     tool_labels: dict[str, str] = Field(
         default_factory=lambda: {"tool_clean": "clean", "tool_dirty": "dirty", "tool_damaged": "damaged"})
+    tool_check: ToolCheckSettings | None = None
     ok_states: tuple[str, ...] = ("clean",)  # tool states reported as info; the others are warnings
     tool_settle_s: Seconds = 1.0
     tool_still_iou: Fraction = 0.7
@@ -117,7 +130,7 @@ class DefectSettings(Strict):
     @model_validator(mode="after")
     def _disjoint(self) -> DefectSettings:
         groups = {"part_labels": set(self.part_labels), "defect_labels": set(self.defect_labels),
-                  "tool_labels": set(self.tool_labels)}
+                  "tool_labels": set(self.tool_labels) | set(self.tool_check.labels if self.tool_check else ())}
         names = list(groups)
         for i, a in enumerate(names):
             for b in names[i + 1:]:
@@ -127,7 +140,7 @@ class DefectSettings(Strict):
         if self.anomaly is not None and self.inspection_line is None:
             raise ValueError("anomaly needs an inspection_line: parts are checked when they are counted there")
         unknown = set(self.ok_states) - set(self.tool_labels.values())
-        if unknown:
+        if unknown and self.tool_check is None:  # else the classifier's labels are states too (checked with the models)
             raise ValueError(f"ok_states {', '.join(sorted(unknown))} is not a state of tool_labels")
         return self
 
@@ -181,14 +194,19 @@ class DefectRules:
         stream_id: str,
         metrics: ApplianceMetrics | None = None,
         inspector: AnomalyInspector | None = None,
+        tool_classifier: CropClassifier | None = None,
     ) -> None:
+        if (settings.tool_check is None) != (tool_classifier is None):
+            raise ValueError("tool_check and a tool classifier go together")
         self.settings = settings
         self.inspector = inspector
+        self.tool_classifier = tool_classifier
         self.stream_id = stream_id
         self.metrics = metrics
         self._part_labels = frozenset(settings.part_labels)
         self._defect_labels = frozenset(settings.defect_labels)
         self._tool_states = dict(settings.tool_labels)
+        self._checked_tools = frozenset(settings.tool_check.labels if settings.tool_check else ())
         self._ok_states = frozenset(settings.ok_states)
         self._parts: dict[int, _Part] = {}
         self._next_prune = 0.0
@@ -218,7 +236,7 @@ class DefectRules:
             label = track.label
             if label in self._part_labels:
                 parts.append(track)
-            elif label in self._tool_states:
+            elif label in self._tool_states or label in self._checked_tools:
                 tools.append(track)
             elif label in self._defect_labels:
                 defects.append((label, track.confidence, track.box))
@@ -475,12 +493,13 @@ class DefectRules:
             record.box = track.box
             if record.ended:
                 continue  # a re-identified tool whose record is closed: no second record
-            state = self._tool_states[track.label]
-            record.votes[state] = record.votes.get(state, 0) + 1
-            record.peak = max(record.peak, track.confidence)
+            state = self._tool_state(view, track)
+            if state is not None:
+                record.votes[state] = record.votes.get(state, 0) + 1
+                record.peak = max(record.peak, track.confidence)
             if _iou(track.box, record.still_box) < s.tool_still_iou:
                 record.still_box, record.still_since = track.box, t
-            if not record.started and t - record.still_since >= s.tool_settle_s:
+            if not record.started and record.votes and t - record.still_since >= s.tool_settle_s:
                 record.started = True
                 findings.append(self._tool_finding("start", record))
         keep: list[_Tool] = []
@@ -496,6 +515,22 @@ class DefectRules:
                 keep.append(record)
         self._tool_records = keep
         return findings
+
+    def _tool_state(self, view: FrameView, track: Track) -> str | None:
+        """The state ``track`` votes for in this frame: its label's, or the classifier's verdict on
+        its crop (None: no verdict sure enough, or no pixels to look at)."""
+        if track.label not in self._checked_tools:
+            return self._tool_states[track.label]
+        classifier = self.tool_classifier
+        assert classifier is not None
+        rgb = view.rgb()
+        if rgb is None:
+            if "tool pixels" not in self._warned:
+                self._warned.add("tool pixels")
+                log.error("stream %s: the backend keeps no frames; tool states cannot be classified", self.stream_id)
+            return None
+        verdict = classifier.classify(rgb, track.box)
+        return verdict.label if verdict.confidence >= classifier.threshold else None
 
     def _same_tool(self, t: float, track: Track, record: _Tool, revived: bool = False) -> bool:
         """Whether ``track`` continues ``record``: seen in the last ``tool_lost_s`` (its own id only),

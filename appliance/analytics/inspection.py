@@ -1,4 +1,5 @@
-"""The second stage of the defects use case: an anomaly model looks at each counted part.
+"""The second stages of the defects use case: an anomaly model looks at each counted part,
+a classifier names the state of each tool at the check station.
 
 The detector finds parts and the defects it was trained on; an anomaly model
 (anomalib's outputs, trained on good parts only) catches what nobody labelled. A
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from appliance.inference.anomaly import AnomalyParser
+from appliance.inference.classify import Classification, ClassifierParser
 from appliance.inference.engine import Engine
 from appliance.types import Box
 
@@ -75,6 +77,25 @@ def _area_weights(n: int, size: int) -> np.ndarray:
     return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def crop_input(rgb: np.ndarray, box: Box, margin: float, size: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The model input ``[1, 3, size, size]`` float32 RGB 0..1 for the thing in ``box`` of an RGB
+    frame (its square crop, the rest painted out, averaged down), and the crop's ``(left, top, side)``."""
+    height, width = rgb.shape[:2]
+    left, top, side = square_around(box, width, height, margin, size)
+    crop = part_alone(rgb[top:top + side, left:left + side], box, left, top)
+    pixels = crop if side == size else area_resize(crop, size)
+    batch = np.asarray(pixels, dtype=np.float32).transpose(2, 0, 1)[None] / np.float32(255.0)
+    return np.ascontiguousarray(batch), (left, top, side)
+
+
+def square_input_size(engine: Engine, kind: str, default: int) -> int:
+    """The side of a second-stage model's square input (``default`` when dynamic)."""
+    size = int(engine.input.shape[3] or default)
+    if engine.input.shape[2] not in (None, size):
+        raise ValueError(f"{kind} model {engine.name!r} needs a square input, has {engine.input.shape}")
+    return size
+
+
 class AnomalyInspector:
     """Scores one part's crop with an anomaly engine."""
 
@@ -82,18 +103,11 @@ class AnomalyInspector:
         self.engine = engine
         self.parser = parser
         self.margin = margin
-        self.size = int(engine.input.shape[3] or 64)
-        if engine.input.shape[2] not in (None, self.size):
-            raise ValueError(f"anomaly model {engine.name!r} needs a square input, has {engine.input.shape}")
+        self.size = square_input_size(engine, "anomaly", 64)
 
     def inspect(self, rgb: np.ndarray, box: Box) -> Inspection:
-        height, width = rgb.shape[:2]
-        left, top, side = square_around(box, width, height, self.margin, self.size)
-        crop = rgb[top:top + side, left:left + side]
-        crop = part_alone(crop, box, left, top)
-        pixels = crop if side == self.size else area_resize(crop, self.size)
-        batch = (np.asarray(pixels, dtype=np.float32).transpose(2, 0, 1)[None] / np.float32(255.0))
-        outputs = self.engine.infer(np.ascontiguousarray(batch))
+        batch, (left, top, side) = crop_input(rgb, box, self.margin, self.size)
+        outputs = self.engine.infer(batch)
         result = self.parser.parse(outputs, [o.name for o in self.engine.outputs])[0]
         amap = result.anomaly_map
         rows, cols = amap.shape
@@ -108,3 +122,18 @@ class AnomalyInspector:
             heat=np.round(heat.astype(np.float64), 3).tolist(),
             peak=(float(left + (px + 0.5) * side / cols), float(top + (py + 0.5) * side / rows)),
         )
+
+
+class CropClassifier:
+    """Names the kind of one thing from its crop with a classifier engine (a tool's state)."""
+
+    def __init__(self, engine: Engine, parser: ClassifierParser, margin: float = 0.1, threshold: float = 0.0) -> None:
+        self.engine = engine
+        self.parser = parser
+        self.margin = margin
+        self.threshold = threshold  # verdicts less probable than this are not to be trusted
+        self.size = square_input_size(engine, "classifier", 96)
+
+    def classify(self, rgb: np.ndarray, box: Box) -> Classification:
+        batch, _ = crop_input(rgb, box, self.margin, self.size)
+        return self.parser.parse(self.engine.infer(batch))[0]

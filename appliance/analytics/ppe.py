@@ -7,6 +7,10 @@ the top of the person's box, a gown must cover the torso band, other items (glov
 lie in the box widened a little; an item that fits several people goes to the one
 whose expected spot for it is nearest (in units of each person's box).
 
+An item that fits two people about as well (side by side, one's glove lies in the
+other's box at the same height) is given to one of them but is *contested*: it keeps an item worn that its person wore
+already, and does not make a missing item worn (it is likely the neighbour's).
+
 Per person, an item counts as worn while it was seen within ``item_hold_s`` (a glove
 the detector misses for a frame neither ends one episode nor starts another); the
 missing set (required items, by the zone the person's feet stand in, minus those
@@ -48,6 +52,7 @@ _X_WEIGHT = np.array([1.0, 1.0, 0.1, 1.0])
 _OUTSIDE_COST = 0.2  # added per share of the item's box outside the person's box
 _EPS = 1e-6
 _NO_FIT = 1e9
+_CONTESTED = 0.05  # an item fits another person this close to as well as its own: whose is it?
 _EDGE = 0.01  # a box this close to the frame's border (fraction of its size) touches it
 
 
@@ -201,9 +206,9 @@ class PpeRules:
         persons = [track for track in view.tracks if track.label == self.settings.person_label]
         items, fires = self._split(view.result.detections)
         boxes = np.array([p.box for p in persons], dtype=np.float64).reshape(-1, 4)
-        present, improper = self._associate(boxes, items)
+        present, contested, improper = self._associate(boxes, items)
         people = self._identities(persons, boxes, t)
-        findings = self._observe_people(view, t, persons, people, boxes, present, improper)
+        findings = self._observe_people(view, t, persons, people, boxes, present, contested, improper)
         findings += self._observe_fire(view, t, fires)
         forgotten = {k for k, p in self._people.items() if t - p.last_t > self.settings.forget_after_s}
         if forgotten:
@@ -237,13 +242,15 @@ class PpeRules:
         return items, fires
 
     def _associate(self, persons: np.ndarray, items: list[tuple[Detection, int, int, bool]]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """[P, items] which items each person wears in this frame; [P] which wear one wrongly."""
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """[P, items] which items each person wears in this frame, [P, items] which of those fit someone
+        else about as well (people side by side: whose glove is it?); [P] which wear one wrongly."""
         count = len(persons)
         present = np.zeros((count, len(self._items)), dtype=bool)
+        contested = np.zeros((count, len(self._items)), dtype=bool)
         improper = np.zeros(count, dtype=bool)
         if count == 0 or not items:
-            return present, improper
+            return present, contested, improper
         ib = np.array([i[0].box for i in items], dtype=np.float64)
         spec = np.array([i[1:] for i in items], dtype=np.int64)
         item_index, kind, wrong = spec[:, 0], spec[:, 1], spec[:, 2].astype(bool)
@@ -285,8 +292,20 @@ class PpeRules:
                 fitted[rows[r[kept]]] = True
                 best[rows[r[kept]]] = c[kept] // per_person
         present[best[fitted], item_index[fitted]] = True
+        if count > 1 and fitted.any():
+            # contested: the item fits someone else nearly as well, who has room for it (a person
+            # who wears their own helmet cannot be the owner of a second one)
+            rows = np.flatnonzero(fitted)
+            own = score[rows, best[rows]]
+            others = score[rows].copy()
+            others[np.arange(len(rows)), best[rows]] = np.inf
+            rival = np.argmin(others, axis=1)
+            worn = np.bincount(best[rows] * len(self._items) + item_index[rows], minlength=count * len(self._items))
+            room = worn[rival * len(self._items) + item_index[rows]] < self._capacity[item_index[rows]]
+            shared = rows[(others[np.arange(len(rows)), rival] - own < _CONTESTED) & room]
+            contested[best[shared], item_index[shared]] = True
         improper[best[fitted & wrong]] = True
-        return present, improper
+        return present, contested, improper
 
     # ------------------------------------------------------------------ people
 
@@ -325,7 +344,8 @@ class PpeRules:
         return self._zone_table.contains(anchor_points(boxes, "bottom")).tolist()
 
     def _observe_people(self, view: FrameView, t: float, persons: list[Track], people: list[int],
-                        boxes: np.ndarray, present: np.ndarray, improper: np.ndarray) -> list[Finding]:
+                        boxes: np.ndarray, present: np.ndarray, contested: np.ndarray,
+                        improper: np.ndarray) -> list[Finding]:
         s = self.settings
         inside = self._zones_of(view, boxes) if persons else []
         zone_ids = self._zone_table.ids if self._zone_table is not None else []
@@ -345,8 +365,9 @@ class PpeRules:
                 person = self._people[tid] = _Person(np.full(n, -math.inf), np.full(n, -math.inf), t)
             elif person.last_t != self._previous_t:
                 person.held = person.required = None  # back after a gap: nothing to date changes from
-            # Items: raw presence, then worn-with-hold.
-            now = present[p]
+            # Items: raw presence (an item that fits a neighbour too keeps an item worn, but does not
+            # make one that was missing worn: it is likely the neighbour's), then worn-with-hold.
+            now = present[p] & ~(contested[p] & ((t - person.seen) > hold))
             person.seen[now] = t
             person.gone[~now & (person.gone < person.seen)] = t
             held = (t - person.seen) <= hold

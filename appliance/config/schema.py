@@ -75,8 +75,9 @@ class ModelConfig(Strict):
     onnx: Path
     labels: Path | list[str]
     input: InputSize
-    # yolo*: full-frame detectors; anomaly: a second stage that scores crops of parts (anomalib's outputs)
-    parser: Literal["yolov8", "yolov5", "yolo_end2end", "anomaly"] = "yolov8"
+    # yolo*: full-frame detectors; second stages that look at crops the rules choose: anomaly scores
+    # parts (anomalib's outputs), classify names a crop's kind ([N, C], e.g. a tool's state)
+    parser: Literal["yolov8", "yolov5", "yolo_end2end", "anomaly", "classify"] = "yolov8"
     input_name: str | None = None
     confidence: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
     iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
@@ -105,7 +106,7 @@ class ModelConfig(Strict):
     @property
     def second_stage(self) -> bool:
         """Runs on crops the rules choose, not on whole frames."""
-        return self.parser == "anomaly"
+        return self.parser in ("anomaly", "classify")
 
     def label_names(self) -> list[str]:
         if isinstance(self.labels, list):
@@ -364,19 +365,23 @@ class ApplianceConfig(Strict):
                     raise error_at(
                         ("sources", index, "models", position),
                         "second_stage_model",
-                        "model '{ref}' scores crops, not frames: name it in rules.defects.anomaly.model",
+                        "model '{ref}' looks at crops, not frames: name it in rules.defects.anomaly.model "
+                        "(anomaly) or rules.defects.tool_check.model (classify)",
                         ref=ref,
                     )
             defects = source.rules.defects
             if defects is not None and defects.anomaly is not None:
-                ref = defects.anomaly.model
-                if ref not in by_id or not by_id[ref].second_stage:
+                self._second_stage_ref(index, "anomaly", defects.anomaly.model, "anomaly")
+            if defects is not None and defects.tool_check is not None:
+                classifier = self._second_stage_ref(index, "tool_check", defects.tool_check.model, "classify")
+                states = set(defects.tool_labels.values()) | set(classifier.label_names())
+                unknown = sorted(set(defects.ok_states) - states)
+                if unknown:
                     raise error_at(
-                        ("sources", index, "rules", "defects", "anomaly", "model"),
-                        "unknown_anomaly_model",
-                        "'{ref}' is not an anomaly model (defined: {known})",
-                        ref=ref,
-                        known=", ".join(sorted(m.id for m in self.models if m.second_stage)) or "none",
+                        ("sources", index, "rules", "defects", "ok_states"),
+                        "unknown_tool_state",
+                        "ok_states {unknown} is not a state of tool_labels or of model '{ref}' ({states})",
+                        unknown=", ".join(unknown), ref=classifier.id, states=", ".join(sorted(states)),
                     )
         for index, source in enumerate(self.sources):
             sizes = sorted({(m.input.width, m.input.height) for m in self.models_for(source)})
@@ -389,6 +394,19 @@ class ApplianceConfig(Strict):
                     sizes=", ".join(f"{w}x{h}" for w, h in sizes),
                 )
         return self
+
+    def _second_stage_ref(self, index: int, key: str, ref: str, parser: str) -> ModelConfig:
+        """The model ``rules.defects.<key>.model`` of source ``index`` names, which must have ``parser``."""
+        by_id = {m.id: m for m in self.models}
+        if ref not in by_id or by_id[ref].parser != parser:
+            raise error_at(
+                ("sources", index, "rules", "defects", key, "model"),
+                f"unknown_{parser}_model",
+                "'{ref}' is not a model with parser: {parser} (defined: {known})",
+                ref=ref, parser=parser,
+                known=", ".join(sorted(m.id for m in self.models if m.parser == parser)) or "none",
+            )
+        return by_id[ref]
 
     def models_for(self, source: SourceConfig) -> list[ModelConfig]:
         """The full-frame models a source is analyzed with (all of them when it names none)."""

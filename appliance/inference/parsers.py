@@ -243,10 +243,13 @@ def check_outputs(model: ModelConfig, engine: Engine, where: str) -> Engine:
     """``engine`` when its outputs fit ``model``'s parser; else it is closed and refused
     (``ModelMismatch``, expected and found, and ``where`` the file is)."""
     from appliance.inference.anomaly import AnomalyParser
+    from appliance.inference.classify import ClassifierParser
 
-    parser: Parser | AnomalyParser
-    if model.second_stage:
+    parser: Parser | AnomalyParser | ClassifierParser
+    if model.parser == "anomaly":
         parser = AnomalyParser(model.confidence, model.id)
+    elif model.parser == "classify":
+        parser = ClassifierParser(model.label_names(), model.id)
     else:
         parser = make_parser(
             model.parser, model.label_names(), model.confidence, model.iou, model.max_detections, model.id

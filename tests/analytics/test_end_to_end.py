@@ -1,5 +1,6 @@
-"""Generated clean-room and production scenarios through the whole appliance (H.264
-decode in GStreamer, the shipped models, tracking, rules): the timeline's events appear."""
+"""Generated clean-room, production and tool-station scenarios through the whole appliance
+(H.264 decode in GStreamer, the shipped models and second stages, tracking, rules): the
+timeline's events appear."""
 
 from __future__ import annotations
 
@@ -35,3 +36,14 @@ def test_anomaly_model_flags_defective_parts_it_was_never_shown(tmp_path):
     heat = flagged[0]["attributes"]["heat_map"]
     assert len(heat) == 16 and all(len(row) == 16 for row in heat)
     assert max(max(row) for row in heat) >= flagged[0]["attributes"]["threshold"]
+
+
+def test_tool_station_audits_each_tool_with_the_classifier_s_state(tmp_path):
+    tallies = run_scenario(CASES["tools"], seed=9500, duration=30.0, out=tmp_path)
+    tally = tallies["tool.verified"]
+    assert tally.truth >= 4
+    assert tally.recall >= 0.6 and tally.precision >= 0.6, tally
+    events = [json.loads(line) for line in (tmp_path / "tools-9500.events.jsonl").read_text().splitlines()]
+    starts = [e for e in events if e["kind"] == "tool.verified" and e["phase"] == "start"]
+    assert all(e["attributes"]["state"] in ("clean", "dirty", "damaged") for e in starts)
+    assert all(sum(e["attributes"]["votes"].values()) >= 3 for e in starts)  # one verdict per analyzed frame

@@ -1,4 +1,5 @@
-"""The anomaly second stage: crops of counted parts, scored by an anomaly engine.
+"""The second stages: crops of counted parts scored by an anomaly engine, crops of tools
+named clean, dirty or damaged by a classifier.
 
 The engine here is a stand-in whose outputs are known from its input (the map is
 "how much redder than green" each pixel is), so the crop, the masking and the
@@ -12,11 +13,18 @@ import numpy as np
 import pytest
 
 from appliance.analytics.defects import DefectRules, DefectSettings
-from appliance.analytics.inspection import AnomalyInspector, area_resize, part_alone, square_around
+from appliance.analytics.inspection import (
+    AnomalyInspector,
+    CropClassifier,
+    area_resize,
+    part_alone,
+    square_around,
+)
 from appliance.analytics.stream import StreamAnalytics
 from appliance.clock import ManualClock
 from appliance.events.factory import EventFactory
 from appliance.inference.anomaly import AnomalyParser
+from appliance.inference.classify import ClassifierParser
 from appliance.inference.engine import TensorSpec
 from appliance.metrics import ApplianceMetrics
 from appliance.tracking.tracker import Tracker
@@ -158,3 +166,80 @@ def test_without_pixels_parts_are_counted_and_the_gap_is_logged(caplog: pytest.L
     assert metrics.registry.get_sample_value(
         "appliance_parts_inspected_total", {"stream": "cam", "line": "inspect", "result": "ok"}) == 1
     assert "parts are not checked for anomalies" in caplog.text
+
+
+# -- the tool-state classifier ---------------------------------------------------------
+
+class TintEngine:
+    """A stand-in classifier of ``clean``/``dirty``/``damaged``: logits from the crop's mean
+    colour (red: damaged, blue: dirty, else clean)."""
+
+    name = "tint"
+    input = TensorSpec("images", (None, 3, 96, 96), "float32")
+    outputs = (TensorSpec("output0", (None, 3), "float32"),)
+    max_batch = 8
+
+    def __init__(self) -> None:
+        self.seen: list[np.ndarray] = []
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        self.seen.append(batch.copy())
+        r, g, b = (batch[:, c].mean(axis=(1, 2)) for c in range(3))
+        return [np.stack([np.full_like(r, 0.05), (b - r) * 10, (r - b) * 10], axis=1)]
+
+
+def tool_frame(colour: tuple[int, int, int], box: tuple[int, int, int, int] = (200, 100, 260, 220)) -> np.ndarray:
+    rgb = np.full((H, W, 3), GREY, dtype=np.uint8)
+    x1, y1, x2, y2 = box
+    rgb[y1:y2, x1:x2] = colour
+    return rgb
+
+
+def tool_rig(threshold: float = 0.5) -> tuple[StreamAnalytics, TintEngine, list[Event]]:
+    engine = TintEngine()
+    settings = DefectSettings.model_validate({"tool_check": {"model": "tint"}})
+    classifier = CropClassifier(engine, ClassifierParser(["clean", "dirty", "damaged"], "tint"), 0.1, threshold)
+    events: list[Event] = []
+    analytics = StreamAnalytics("cam", Tracker(), [DefectRules(settings, "cam", None, None, classifier)],
+                                EventFactory("dev", "v1", ManualClock()), events.append)
+    return analytics, engine, events
+
+
+def present(analytics: StreamAnalytics, colours: list[tuple[int, int, int]], t0: float = 1.0) -> None:
+    for i, colour in enumerate(colours):
+        t = t0 + i / 5
+        analytics.process(FrameResult("cam", i, round(t * 1e9), 1_700_000_000.0 + t, W, H,
+                                      [Detection("tool", 0.9, (200, 100, 260, 220))]), Picture(tool_frame(colour)))
+
+
+def test_a_tool_s_state_is_the_classifier_s_verdict_on_its_crop() -> None:
+    analytics, engine, events = tool_rig()
+    red, blue = (220, 40, 40), (40, 40, 220)
+    present(analytics, [red] * 8 + [blue] * 2)
+    analytics.close()
+    assert len(engine.seen) == 10 and engine.seen[0].shape == (1, 3, 96, 96)  # every frame, one crop
+    start, end = [e for e in events if e.kind == "tool.verified"]
+    assert start.phase == "start" and start.attributes["state"] == "damaged" and start.severity == "warning"
+    assert end.attributes["votes"] == {"damaged": 8, "dirty": 2}
+
+
+def test_unsure_verdicts_do_not_vote() -> None:
+    analytics, engine, events = tool_rig(threshold=0.9)
+    present(analytics, [(120, 90, 100)] * 10)  # barely red: about 0.5 damaged
+    analytics.close()
+    assert len(engine.seen) == 10 and [e for e in events if e.kind == "tool.verified"] == []
+    analytics, engine, events = tool_rig(threshold=0.9)
+    present(analytics, [(90, 90, 90)] * 10)  # grey: clean (logits 0.05, 0, 0 are near a tie)
+    assert [e for e in events if e.kind == "tool.verified"] == []
+
+
+def test_a_label_with_a_state_needs_no_classifier() -> None:
+    analytics, engine, events = tool_rig()
+    for i in range(10):
+        t = 1.0 + i / 5
+        analytics.process(FrameResult("cam", i, round(t * 1e9), 0.0, W, H,
+                                      [Detection("tool_dirty", 0.9, (200, 100, 260, 220))]),
+                          Picture(tool_frame((220, 40, 40))))
+    assert engine.seen == []
+    (start,) = [e for e in events if e.kind == "tool.verified"]
+    assert start.attributes["state"] == "dirty"

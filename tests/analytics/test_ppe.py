@@ -179,6 +179,20 @@ def test_items_go_to_the_person_they_fit():
     assert starts == {("gloves",): pytest.approx(400, abs=2), ("mask",): pytest.approx(430, abs=2)}
 
 
+def test_a_neighbour_s_glove_does_not_end_a_missing_gloves_episode():
+    # A, gloved, stands still; B, without gloves, walks past it from the right and back: while they
+    # overlap, A's right glove lies in B's box at the same height, as near B's hand spot as A's
+    def scene(t: float) -> list[Detection]:
+        x = 700 - 60 * t if t < 5 else 400 + 60 * (t - 5)
+        glove = [Detection("gloves", 0.8, (465, 400, 480, 415)), Detection("gloves", 0.8, (395, 400, 410, 415))]
+        return person(400, 300, wears=("helmet",)) + glove + person(x, 300, wears=("helmet",))
+
+    run = Run(PpeSettings(required=["helmet", "gloves"])).feed(scripted(10, scene)).close()
+    events = run.of("ppe.missing_item")
+    assert start_end(events) == [("start", 0.0, None), ("end", 0.0, 9.8)], start_end(events)
+    assert events[0].attributes["items"] == ["gloves"] and events[0].attributes["box"][0] > 500  # B
+
+
 def test_one_person_wears_one_helmet():
     # side by side at the same depth; the right one stretches an arm out to the right, so that its own
     # helmet is nearer the left one's head spot than its own: still, each gets one

@@ -587,12 +587,42 @@ def test_an_anomaly_model_scores_crops_of_counted_parts_not_frames(site: Path) -
     config = load_config(write(site, ANOMALY_SOURCE))
     assert [m.id for m in config.models_for(config.sources[0])] == ["detector"]  # 640 and 64 side by side
     path = write(site, ANOMALY_SOURCE + "    models: [detector, anomaly]\n")
-    assert_only_problem(path, 19, "sources.0.models.1", "model 'anomaly' scores crops, not frames")
+    assert_only_problem(path, 19, "sources.0.models.1", "model 'anomaly' looks at crops, not frames")
 
 
 def test_the_anomaly_check_names_an_anomaly_model(site: Path) -> None:
     path = write(site, ANOMALY_SOURCE.replace("anomaly: {model: anomaly}", "anomaly: {model: detector}"))
-    problem = assert_only_problem(path, 18, "sources.0.rules.defects.anomaly.model", "'detector' is not an anomaly")
+    problem = assert_only_problem(path, 18, "sources.0.rules.defects.anomaly.model",
+                                  "'detector' is not a model with parser: anomaly")
     assert "(defined: anomaly)" in problem.reason
     path = write(site, ANOMALY_SOURCE.replace("        inspection_line: inspect\n", ""))
     assert_only_problem(path, 16, "sources.0.rules.defects", "anomaly needs an inspection_line")
+
+
+TOOL_CHECK_SOURCE = MODEL + """\
+  - id: tool_states
+    onnx: model.onnx
+    labels: [clean, dirty, damaged]
+    input: {width: 96, height: 96}
+    parser: classify
+sources:
+  - id: station
+    uri: test://ball
+    rules:
+      defects:
+        tool_check: {model: tool_states}
+"""  # lines 1-16
+
+
+def test_the_tool_check_names_a_classifier_whose_labels_are_states(site: Path) -> None:
+    config = load_config(write(site, TOOL_CHECK_SOURCE))
+    assert [m.id for m in config.models_for(config.sources[0])] == ["detector"]
+    defects = config.sources[0].rules.defects
+    assert defects is not None and defects.tool_check is not None and defects.tool_check.labels == ("tool",)
+    path = write(site, TOOL_CHECK_SOURCE.replace("{model: tool_states}", "{model: detector}"))
+    problem = assert_only_problem(path, 16, "sources.0.rules.defects.tool_check.model",
+                                  "'detector' is not a model with parser: classify")
+    assert "(defined: tool_states)" in problem.reason
+    path = write(site, TOOL_CHECK_SOURCE + "        ok_states: [clean, shiny]\n")
+    problem = assert_only_problem(path, 17, "sources.0.rules.defects.ok_states", "ok_states shiny is not a state")
+    assert "clean, damaged, dirty" in problem.reason

@@ -10,17 +10,17 @@ import pytest
 from appliance.config.schema import ModelConfig
 from tests.support import REPO
 from tools.training.data import held_out_frames
-from tools.training.evaluate import evaluate
+from tools.training.evaluate import evaluate, operating_confidence
 
 DETECTORS = ("defects", "ppe", "animals")
 FRAMES = 60
 # The bar these tests hold the shipped models to (micro-averaged over classes, at the
-# operating threshold of the model card), a little below what they reach on these
-# frames today (defects P 0.88 R 1.00, ppe P 0.98 R 0.96, animals P 0.89 R 0.97), so
-# that a worse retrained model fails. The pack's target is 0.9 for both; defects'
-# precision is under it on these frames (tools: clean against damaged).
-MIN_PRECISION = {"defects": 0.84, "ppe": 0.94, "animals": 0.86}
-MIN_RECALL = {"defects": 0.95, "ppe": 0.92, "animals": 0.94}
+# operating threshold of the model card): the pack's target (recall >= 0.9 at precision
+# >= 0.9), or a little below what a model reaches on these frames today where that is
+# higher (defects P 0.98 R 1.00, ppe P 0.98 R 0.96, animals P 0.91 R 1.00), so that a worse
+# retrained model fails.
+MIN_PRECISION = {"defects": 0.95, "ppe": 0.94, "animals": 0.9}
+MIN_RECALL = {"defects": 0.95, "ppe": 0.92, "animals": 0.9}
 
 
 @pytest.mark.parametrize("name", DETECTORS)
@@ -28,7 +28,7 @@ def test_shipped_detector_finds_held_out_objects(name: str) -> None:
     path = REPO / "engines" / f"{name}.onnx"
     labels = (REPO / "engines" / f"{name}.labels").read_text().split()
     frames = ((image, objects) for _, image, objects in itertools.islice(held_out_frames(name, 2), FRAMES))
-    report = evaluate(name, path, labels, frames, latency_runs=0)
+    report = evaluate(name, path, labels, frames, operating_confidence(name), latency_runs=0)
     truth = sum(c.truth for c in report.scores.classes)
     found = sum(c.detections_at_operating for c in report.scores.classes)
     hits = sum(c.recall * c.truth for c in report.scores.classes if c.truth)
@@ -58,6 +58,23 @@ def test_shipped_detector_fits_its_layout_and_size(name: str) -> None:
     assert engine.outputs[0].shape[1:] == (4 + len(labels), num_anchors(height, width))
     demo = {m.id: m for m in load_config(REPO / "pipelines" / "demo.yaml").models}
     assert (demo[name].input.width, demo[name].input.height) == (width, height)
+    assert demo[name].confidence == operating_confidence(name)
     card = (REPO / "engines" / f"{name}.md").read_text()
     assert "mAP50" in card and "tools/train_demo_models.py" in card
     assert f"[N, 3, {height}, {width}]" in card
+
+
+# the shipped classifier reaches 0.9x on these tools (engines/tool_states.md has the figure
+# on 600 tools); a worse retrained one fails
+MIN_TOOL_STATE_ACCURACY = 0.9
+
+
+def test_shipped_tool_state_classifier_names_held_out_tools() -> None:
+    """Through the appliance's crop, engine and classify parser, on tools of held-out seeds."""
+    from tools.train_tool_state_model import evaluate
+
+    scores = evaluate(REPO / "engines" / "tool_states.onnx", range(9000, 9020), 6, latency_runs=0)
+    assert scores["tools"] == 120
+    per_state = scores["per_state"]
+    assert scores["accuracy"] >= MIN_TOOL_STATE_ACCURACY, per_state
+    assert all(v["recall"] >= 0.8 for v in per_state.values()), per_state

@@ -43,6 +43,7 @@ __all__ = [
     "ProductionLineScene",
     "ToolStationScene",
     "sample_patches",
+    "sample_tool_views",
 ]
 
 DEFECT_LABELS: tuple[str, ...] = (
@@ -925,6 +926,15 @@ class _Presentation:
     sprite: _Sprite
 
 
+def _lay_down(rng: np.random.Generator, sprite: _Sprite) -> tuple[int, int]:
+    """Where a tool is laid down: the sprite's offset, its box inside ``TOOL_ZONE``."""
+    x1, y1, x2, y2 = sprite.box
+    zx1, zy1, zx2, zy2 = TOOL_ZONE
+    cx = rng.uniform(zx1 + (x2 - x1) / 2 + 4, max(zx1 + (x2 - x1) / 2 + 5, zx2 - (x2 - x1) / 2 - 4))
+    cy = rng.uniform(zy1 + (y2 - y1) / 2 + 4, max(zy1 + (y2 - y1) / 2 + 5, zy2 - (y2 - y1) / 2 - 4))
+    return int(round(cx - (x1 + x2) / 2)), int(round(cy - (y1 + y2) / 2))
+
+
 class ToolStationScene:
     """Tools laid down one at a time on a check station mat (see the module doc)."""
 
@@ -948,11 +958,7 @@ class ToolStationScene:
             kind = TOOL_KINDS[int(rng.integers(len(TOOL_KINDS)))]
             state = TOOL_STATES[int(rng.choice(3, p=[0.5, 0.25, 0.25]))]
             sprite = _tool_sprite(rng, kind, state)
-            x1, y1, x2, y2 = sprite.box
-            zx1, zy1, zx2, zy2 = TOOL_ZONE
-            cx = rng.uniform(zx1 + (x2 - x1) / 2 + 4, max(zx1 + (x2 - x1) / 2 + 5, zx2 - (x2 - x1) / 2 - 4))
-            cy = rng.uniform(zy1 + (y2 - y1) / 2 + 4, max(zy1 + (y2 - y1) / 2 + 5, zy2 - (y2 - y1) / 2 - 4))
-            ox, oy = int(round(cx - (x1 + x2) / 2)), int(round(cy - (y1 + y2) / 2))
+            ox, oy = _lay_down(rng, sprite)
             self.presentations.append(_Presentation(track_id, kind, state, start, end, ox, oy, sprite))
             track_id += 1
             t = end / self.fps + rng.uniform(0.8, 2.2)
@@ -987,6 +993,29 @@ class ToolStationScene:
                 p = self.presentations[k]
                 _paste(frame, p.sprite, p.ox, p.oy)
             yield camera.expose(frame, index / self.fps, noise_rng), self.truth(index)
+
+
+def sample_tool_views(seed: int, count: int) -> list[tuple[np.ndarray, Box, str]]:
+    """``count`` check-station frames (BGR uint8, the scene's size, mat and camera) with
+    one tool each, as the station's camera sees it: ``(frame, box, state)``, ``state``
+    one of ``TOOL_STATES`` (half clean, a quarter each dirty and damaged, as the scene
+    presents them). One mat and one camera per seed: many seeds, many stations."""
+    rng = np.random.default_rng([int(seed), 30])
+    background = _mat_background(rng, HEIGHT, WIDTH, TOOL_ZONE)
+    camera = _Camera(rng, WIDTH, HEIGHT)
+    out: list[tuple[np.ndarray, Box, str]] = []
+    while len(out) < count:
+        kind = TOOL_KINDS[int(rng.integers(len(TOOL_KINDS)))]
+        state = TOOL_STATES[int(rng.choice(3, p=[0.5, 0.25, 0.25]))]
+        sprite = _tool_sprite(rng, kind, state)
+        ox, oy = _lay_down(rng, sprite)
+        box = _place(sprite.box, ox, oy, WIDTH, HEIGHT)
+        if box is None:
+            continue
+        frame = background.copy()
+        _paste(frame, sprite, ox, oy)
+        out.append((camera.expose(frame, float(rng.uniform(0.0, 60.0)), rng), box, state))
+    return out
 
 
 # -- patches for the anomaly model --------------------------------------------

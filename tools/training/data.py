@@ -12,7 +12,7 @@ Seeds: training uses seeds ``1..N`` of each scene; evaluation uses ``HELD_OUT_SE
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -26,9 +26,11 @@ InputSize = tuple[int, int]
 SQUARE_INPUT: InputSize = (INPUT_SIZE, INPUT_SIZE)
 HELD_OUT_SEED = 9000
 
-DEFECT_LABELS: tuple[str, ...] = (
-    "vial", "blister", "tablet", "crack", "chip", "missing_cap", "stain", "tool_clean", "tool_dirty", "tool_damaged",
-)
+DEFECT_LABELS: tuple[str, ...] = ("vial", "blister", "tablet", "crack", "chip", "missing_cap", "stain", "tool")
+#: the scenes' tool labels, one per state; the ``defects`` detector finds the tool and the
+#: ``tool_states`` classifier tells its state from a crop
+TOOL_STATES: dict[str, str] = {"tool_clean": "clean", "tool_dirty": "dirty", "tool_damaged": "damaged"}
+AS_TOOL: dict[str, str] = {label: "tool" for label in TOOL_STATES}
 PPE_LABELS: tuple[str, ...] = (
     "person", "helmet", "mask", "mask_improper", "gloves", "gown", "goggles", "fire", "smoke",
 )
@@ -113,11 +115,13 @@ class SceneSource:
 
 @dataclass(frozen=True)
 class Recipe:
-    """The data of one model: its scene sources, with the share of training seeds each gets."""
+    """The data of one model: its scene sources, with the share of training seeds each gets,
+    and the model's names for scene labels it does not tell apart."""
 
     labels: tuple[str, ...]
     sources: tuple[SceneSource, ...]
     shares: tuple[float, ...] = field(default=())
+    aliases: Mapping[str, str] = field(default_factory=dict)  # a scene label -> the model's label
 
 
 def _production(seed: int, duration_s: float) -> object:
@@ -152,26 +156,28 @@ def _cage(seed: int, duration_s: float) -> object:
 
 
 RECIPES: dict[str, Recipe] = {
-    # tools: many scenes, few frames of each presentation: the states (clean, dirty, damaged)
-    # are learnt from many different tools, not from many frames of the same few
+    # tools: many scenes, few frames of each presentation (tools of many shapes and angles);
+    # the detector only says "tool", the tool_states classifier tells their state
     "defects": Recipe(DEFECT_LABELS, (
         SceneSource("production", _production_defective, 6.0, 4),
         SceneSource("tools", _tools, 24.0, 24, empty_keep=0.1),
-    ), (0.34, 0.66)),
+    ), (0.6, 0.4), AS_TOOL),
     "ppe": Recipe(PPE_LABELS, (SceneSource("cleanroom", _cleanroom, 16.0, 10, empty_keep=0.2),), (1.0,)),
     "animals": Recipe(ANIMAL_LABELS, (SceneSource("cage", _cage, 12.0, 8, empty_keep=0.2),), (1.0,)),
 }
 
 
-def scene_frames(source: SceneSource, seed: int) -> Iterator[tuple[np.ndarray, list[tuple[str, tuple[float, ...]]]]]:
-    """The kept frames of one scene: (BGR source image, [(label, box)])."""
+def scene_frames(source: SceneSource, seed: int, aliases: Mapping[str, str] | None = None
+                 ) -> Iterator[tuple[np.ndarray, list[tuple[str, tuple[float, ...]]]]]:
+    """The kept frames of one scene: (BGR source image, [(label, box)]), labels renamed by ``aliases``."""
+    aliases = aliases or {}
     scene = source.make(seed, source.duration_s)
     rng = np.random.default_rng([seed, 77])
     offset = seed % source.every
     for index, (image, truth) in enumerate(scene.frames()):  # type: ignore[attr-defined]
         if index % source.every != offset:
             continue
-        objects = [(o.label, tuple(o.box)) for o in truth.objects]
+        objects = [(aliases.get(o.label, o.label), tuple(o.box)) for o in truth.objects]
         if not objects and rng.random() >= source.empty_keep:
             continue
         yield image, objects
@@ -194,7 +200,7 @@ def render(
     letterbox: Letterbox | None = None
     for i, source in enumerate(recipe.sources):
         for seed in seeds[bounds[i]:bounds[i + 1]]:
-            for image, objects in scene_frames(source, int(seed)):
+            for image, objects in scene_frames(source, int(seed), recipe.aliases):
                 if letterbox is None or (letterbox.src_w, letterbox.src_h) != (image.shape[1], image.shape[0]):
                     letterbox = Letterbox.compute(image.shape[1], image.shape[0], *size)
                 images.append(letterbox_frame(image, letterbox))
@@ -211,7 +217,7 @@ EVAL_RECIPES: dict[str, Recipe] = {
     "defects": Recipe(DEFECT_LABELS, (
         SceneSource("production", _production, 20.0, 15),
         SceneSource("tools", _tools, 40.0, 10, empty_keep=0.1),
-    ), (0.5, 0.5)),
+    ), (0.5, 0.5), AS_TOOL),
     "ppe": Recipe(PPE_LABELS, (SceneSource("cleanroom", _cleanroom, 40.0, 15, empty_keep=0.2),), (1.0,)),
     "animals": Recipe(ANIMAL_LABELS, (SceneSource("cage", _cage, 40.0, 15, empty_keep=0.2),), (1.0,)),
 }
@@ -227,7 +233,7 @@ def held_out_frames(model: str, count: int, start: int = HELD_OUT_SEED, recipe: 
     bounds = np.round(np.cumsum((0.0,) + tuple(shares)) / sum(shares) * len(seeds)).astype(int)
     for i, source in enumerate(recipe.sources):
         for seed in seeds[bounds[i]:bounds[i + 1]]:
-            for image, objects in scene_frames(source, seed):
+            for image, objects in scene_frames(source, seed, recipe.aliases):
                 yield seed, image, objects
 
 

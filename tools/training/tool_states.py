@@ -1,0 +1,246 @@
+"""The tool-state classifier: is the tool at the check station clean, dirty or damaged?
+
+What it is
+----------
+The ``defects`` detector finds a ``tool``; this small CNN looks at the tool's crop
+and names its state. Two stages, because the states differ in details a
+full-frame detector sees poorly at its stride (a 5-pixel notch, a bent or broken
+tip, residue blotches): with the states as detector classes the tool boxes of
+held-out scenes had a precision of 0.44-0.55 for ``clean`` and ``damaged``.
+
+The crop is the appliance's own (``appliance.analytics.inspection.crop_input``):
+a square around the tool's box (``MARGIN`` of its longer side on each side, at
+least ``SIZE`` pixels), everything outside the box painted out, averaged down to
+``SIZE`` x ``SIZE``. Training crops come from check-station frames
+(``tools.scenes.production.sample_tool_views``: the scene's mats, lighting and
+sensor noise) around the true box, jittered as much as a detector's boxes are
+(``BOX_JITTER`` of the box's size per edge), so the model does not rely on a
+tight box.
+
+Network: six 3x3 convolution blocks (batch norm, ReLU; 96 -> 48 -> 24 -> 12 -> 6),
+global average pooling, a linear layer. The exported ONNX (opset 17, written with
+``onnx.helper`` from the trained weights, batch norm folded, no exporter involved)
+has Ultralytics' ``-cls`` layout, which ``appliance.inference.classify`` parses:
+
+* input ``images`` ``[N, 3, 96, 96]`` float32, RGB, 0..1;
+* output ``output0`` ``[N, 3]`` float32: the probabilities of ``STATES``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from appliance.analytics.inspection import crop_input
+from tools.training.anomaly import _Block, _folded, fixed_torch_state
+
+STATES: tuple[str, ...] = ("clean", "dirty", "damaged")
+SIZE = 96
+MARGIN = 0.1
+BOX_JITTER = 0.06
+INPUT_NAME = "images"
+OUTPUT_NAME = "output0"
+OPSET = 17
+HELD_OUT_SEED = 9000  # seeds from here on are for evaluation only
+
+
+# -- data -------------------------------------------------------------------------
+
+def jitter(box: Sequence[float], rng: np.random.Generator, amount: float = BOX_JITTER) -> tuple[float, ...]:
+    """``box`` with each edge moved by up to ``amount`` of the box's size (uniform)."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    d = rng.uniform(-amount, amount, 4) * np.array([w, h, w, h])
+    return (x1 + d[0], y1 + d[1], max(x2 + d[2], x1 + d[0] + 4), max(y2 + d[3], y1 + d[1] + 4))
+
+
+def crops(seeds: Sequence[int], per_seed: int, views: int = 1, jitter_amount: float = BOX_JITTER,
+          log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Crops (uint8 ``[N, SIZE, SIZE, 3]`` RGB) and state indices ``[N]`` of ``per_seed``
+    tools of each seed, ``views`` differently jittered boxes per tool."""
+    from tools.scenes.production import sample_tool_views
+
+    images: list[np.ndarray] = []
+    states: list[int] = []
+    for n, seed in enumerate(seeds):
+        rng = np.random.default_rng([int(seed), 31])
+        for frame, box, state in sample_tool_views(int(seed), per_seed):
+            rgb = np.ascontiguousarray(frame[:, :, ::-1])
+            for _ in range(views):
+                batch, _ = crop_input(rgb, jitter(box, rng, jitter_amount), MARGIN, SIZE)
+                images.append(np.round(batch[0].transpose(1, 2, 0) * 255.0).astype(np.uint8))
+                states.append(STATES.index(state))
+        if log is not None and (n + 1) % 100 == 0:
+            log(f"rendered {n + 1}/{len(seeds)} seeds, {len(images)} crops")
+    return np.stack(images), np.asarray(states, dtype=np.int64)
+
+
+def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8 ``[B, S, S, 3]`` -> float32 ``[B, 3, S, S]`` 0..1: a quarter turn and flip (tools lie
+    at any angle), brightness, contrast and sensor noise."""
+    out = np.empty((images.shape[0], 3, images.shape[1], images.shape[2]), dtype=np.float32)
+    for i, image in enumerate(images):
+        x = np.rot90(image, int(rng.integers(4))).astype(np.float32) / 255.0
+        if rng.random() < 0.5:
+            x = x[:, ::-1]
+        mean = x.mean()
+        x = (x - mean) * rng.uniform(0.8, 1.2) + mean + rng.uniform(-0.08, 0.08)
+        if rng.random() < 0.5:
+            x = x + rng.standard_normal(x.shape).astype(np.float32) * rng.uniform(0.0, 0.02)
+        out[i] = np.clip(x, 0.0, 1.0).transpose(2, 0, 1)
+    return out
+
+
+# -- the network ------------------------------------------------------------------
+
+class StateNet(nn.Module):
+    def __init__(self, width: int = 16, classes: int = len(STATES)) -> None:
+        super().__init__()
+        c = width
+        self.blocks = nn.Sequential(
+            _Block(3, c, 2),            # 48
+            _Block(c, 2 * c, 2),        # 24
+            _Block(2 * c, 2 * c),
+            _Block(2 * c, 4 * c, 2),    # 12
+            _Block(4 * c, 4 * c),
+            _Block(4 * c, 6 * c, 2),    # 6
+        )
+        self.head = nn.Linear(6 * c, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x).mean(dim=(2, 3)))
+
+
+# -- training ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    steps: int = 2500
+    batch_size: int = 64
+    width: int = 16
+    learning_rate: float = 4e-3
+    weight_decay: float = 1e-4
+    max_seconds: float | None = None  # a wall-clock cap: stops early (and says so) when hit
+    threads: int = 2
+
+
+@dataclass
+class TrainResult:
+    model: StateNet
+    config: TrainConfig
+    steps_done: int
+    seconds: float
+    stopped_early: bool
+    losses: list[float] = field(default_factory=list)
+
+
+def train(images: np.ndarray, states: np.ndarray, config: TrainConfig = TrainConfig(),
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train on uint8 ``[N, SIZE, SIZE, 3]`` crops; same data + config = same weights. The
+    classes are weighted inversely to their frequency (half the tools are clean)."""
+    if images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 3) or len(images) != len(states) or len(images) < 2:
+        raise ValueError(f"expected crops [N, {SIZE}, {SIZE}, 3] with a state each, got {list(images.shape)}")
+    with fixed_torch_state(config.threads, config.seed):
+        rng = np.random.default_rng(config.seed)
+        model = StateNet(config.width)
+        counts = np.bincount(states, minlength=len(STATES)).astype(np.float64)
+        weights = torch.tensor(counts.sum() / np.maximum(counts, 1.0) / len(STATES), dtype=torch.float32)
+        loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=config.learning_rate, total_steps=max(config.steps, 1), pct_start=0.1)
+        batch = min(config.batch_size, len(images))
+        losses: list[float] = []
+        started = time.monotonic()
+        stopped_early = False
+        step = 0
+        model.train()
+        order, cursor = rng.permutation(len(images)), 0
+        for step in range(1, config.steps + 1):
+            if cursor + batch > len(order):
+                order, cursor = rng.permutation(len(images)), 0
+            pick = order[cursor:cursor + batch]
+            cursor += batch
+            logits = model(torch.from_numpy(augment(images[pick], rng)))
+            loss = loss_fn(logits, torch.from_numpy(states[pick]))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            losses.append(loss.item())
+            if log is not None and (step % 100 == 0 or step == config.steps):
+                log(f"step {step}/{config.steps} loss {float(np.mean(losses[-100:])):.4f} "
+                    f"({time.monotonic() - started:.0f} s)")
+            if config.max_seconds is not None and time.monotonic() - started > config.max_seconds:
+                stopped_early = step < config.steps
+                if stopped_early and log is not None:
+                    log(f"time cap of {config.max_seconds:.0f} s reached after {step} steps: stopping early")
+                break
+        model.eval()
+    return TrainResult(model, config, step, time.monotonic() - started, stopped_early, losses)
+
+
+@torch.no_grad()
+def probabilities(model: StateNet, images: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Softmax ``[N, len(STATES)]`` of uint8 ``[N, SIZE, SIZE, 3]`` crops (no augmentation)."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + chunk].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0)
+        out.append(torch.softmax(model(x), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(STATES)))
+
+
+# -- export -----------------------------------------------------------------------
+
+def export_onnx(model: StateNet, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model`` as ONNX (opset 17): ``images`` ``[N, 3, SIZE, SIZE]`` -> ``output0`` ``[N, 3]``
+    probabilities; batch norm folded into the convolutions; ``metadata`` into ``metadata_props``."""
+    path = Path(path)
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+
+    def node(op: str, inputs: list[str], name: str, **attrs: object) -> str:
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    x = INPUT_NAME
+    for k, block in enumerate(model.blocks):
+        weight, bias = _folded(block)
+        stride = int(block[0].stride[0])
+        conv = node("Conv", [x, const(f"b{k}.weight", weight), const(f"b{k}.bias", bias)], f"b{k}.conv",
+                    kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1])
+        x = node("Relu", [conv], f"b{k}")
+    pooled = node("Flatten", [node("GlobalAveragePool", [x], "pool")], "flat", axis=1)
+    head = model.head
+    logits = node("Gemm", [pooled, const("head.weight", head.weight.detach().numpy().astype(np.float32)),
+                           const("head.bias", head.bias.detach().numpy().astype(np.float32))], "logits", transB=1)
+    node("Softmax", [logits], OUTPUT_NAME, axis=1)
+    graph = helper.make_graph(
+        nodes, "tool_states",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", len(STATES)])],
+        inits,
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                   producer_name="tools.training.tool_states")
+    onnx_model.ir_version = 8  # readable by ONNX Runtime >= 1.14 and TensorRT 8.6+
+    if metadata:
+        helper.set_model_props(onnx_model, metadata)
+    onnx.checker.check_model(onnx_model, full_check=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(onnx_model, str(path))
+    return path
