@@ -30,7 +30,7 @@ BITRATE_KBPS = 380  # 60 s stay under 3 MB
 
 CLIPS: dict[str, Callable[[], Scene]] = {
     "line-1": lambda: ProductionLineScene(seed=9100, duration_s=45.0),
-    "station-1": lambda: ToolStationScene(seed=9110, duration_s=40.0),
+    "station-1": lambda: ToolStationScene(seed=9116, duration_s=40.0),  # all three states
     "cleanroom-1": lambda: CleanRoomScene(seed=9107, duration_s=45.0),
     "cage-1": lambda: CageScene(seed=9302, duration_s=60.0),
 }
