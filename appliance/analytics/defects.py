@@ -36,7 +36,8 @@ Tools
     label says (``tool_labels``: ``tool_clean`` -> ``clean``, for a detector that tells the
     states apart), or, for a label of ``tool_check.labels`` (``tool``), the state a classifier
     names from the tool's crop (``tool_check.model``, a ``classify`` model whose labels are
-    the states; verdicts below its ``confidence`` do not vote). A tool that
+    the states; verdicts below its ``confidence`` do not vote; on a backend that keeps no
+    frames the state is ``unchecked``, a warning). A tool that
     lay still (its box kept IoU ≥ ``tool_still_iou`` with where it settled) for
     ``tool_settle_s`` raises ``tool.verified`` start with the majority state of its frames
     so far; when it has been gone for more than ``tool_lost_s`` the end follows with the
@@ -67,6 +68,7 @@ from appliance.types import Box, Track
 log = logging.getLogger(__name__)
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+UNCHECKED = "unchecked"  # the state of a tool the classifier could not look at (no pixels)
 Seconds = Annotated[float, Field(ge=0.0, le=3600.0)]
 
 
@@ -518,17 +520,18 @@ class DefectRules:
 
     def _tool_state(self, view: FrameView, track: Track) -> str | None:
         """The state ``track`` votes for in this frame: its label's, or the classifier's verdict on
-        its crop (None: no verdict sure enough, or no pixels to look at)."""
+        its crop (None: no verdict sure enough; ``unchecked``: no pixels to look at)."""
         if track.label not in self._checked_tools:
             return self._tool_states[track.label]
         classifier = self.tool_classifier
         assert classifier is not None
         rgb = view.rgb()
-        if rgb is None:
+        if rgb is None:  # the audit still records the tool, and says it could not be checked
             if "tool pixels" not in self._warned:
                 self._warned.add("tool pixels")
-                log.error("stream %s: the backend keeps no frames; tool states cannot be classified", self.stream_id)
-            return None
+                log.error("stream %s: the backend keeps no frames; tools are recorded as %r", self.stream_id,
+                          UNCHECKED)
+            return UNCHECKED
         verdict = classifier.classify(rgb, track.box)
         return verdict.label if verdict.confidence >= classifier.threshold else None
 

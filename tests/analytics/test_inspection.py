@@ -243,3 +243,15 @@ def test_a_label_with_a_state_needs_no_classifier() -> None:
     assert engine.seen == []
     (start,) = [e for e in events if e.kind == "tool.verified"]
     assert start.attributes["state"] == "dirty"
+
+
+def test_without_pixels_a_tool_is_recorded_as_unchecked(caplog: pytest.LogCaptureFixture) -> None:
+    analytics, engine, events = tool_rig()
+    for i in range(10):
+        t = 1.0 + i / 5
+        tool = Detection("tool", 0.9, (200, 100, 260, 220))
+        analytics.process(FrameResult("cam", i, round(t * 1e9), 0.0, W, H, [tool]))
+    assert engine.seen == []
+    (start,) = [e for e in events if e.kind == "tool.verified"]
+    assert start.attributes["state"] == "unchecked" and start.severity == "warning"
+    assert "tools are recorded as 'unchecked'" in caplog.text
