@@ -45,7 +45,6 @@ stays intact above 1).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,6 +56,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
+
+from tools.training.steps import Batches, run_steps
 
 INPUT_NAME = "input"
 SCORE_NAME = "pred_score"
@@ -357,36 +358,16 @@ def train(
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimiser, max_lr=config.learning_rate, total_steps=max(config.steps, 1), pct_start=0.15
         )
-        batch = min(config.batch_size, len(images))
-        losses: list[float] = []
-        started = time.monotonic()
-        stopped_early = False
-        step = 0
+        batches = Batches(len(images), config.batch_size, rng)
+
+        def loss_of_next_batch() -> torch.Tensor:
+            noisy, target = synthesize(images[batches.next()], rng, config.anomaly_fraction)
+            return focal_loss(segmenter(torch.from_numpy(noisy)), torch.from_numpy(target), config.focal_gamma)
+
         segmenter.train()
-        order, cursor = rng.permutation(len(images)), 0
-        for step in range(1, config.steps + 1):
-            if cursor + batch > len(order):
-                order, cursor = rng.permutation(len(images)), 0
-            clean = images[order[cursor:cursor + batch]]
-            cursor += batch
-            noisy, target = synthesize(clean, rng, config.anomaly_fraction)
-            logits = segmenter(torch.from_numpy(noisy))
-            loss = focal_loss(logits, torch.from_numpy(target), config.focal_gamma)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            losses.append(loss.item())
-            if log is not None and (step % 100 == 0 or step == config.steps):
-                recent = float(np.mean(losses[-100:]))
-                log(f"step {step}/{config.steps} loss {recent:.5f} ({time.monotonic() - started:.0f} s)")
-            if config.max_seconds is not None and time.monotonic() - started > config.max_seconds:
-                stopped_early = step < config.steps
-                if stopped_early and log is not None:
-                    log(f"time cap of {config.max_seconds:.0f} s reached after {step} steps: stopping early")
-                break
+        run = run_steps(loss_of_next_batch, optimiser, schedule, config.steps, config.max_seconds, log)
         segmenter.eval()
-    return TrainResult(model, config, step, time.monotonic() - started, stopped_early, losses)
+    return TrainResult(model, config, run.steps_done, run.seconds, run.stopped_early, run.losses)
 
 
 @torch.no_grad()

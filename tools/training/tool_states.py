@@ -28,7 +28,6 @@ has Ultralytics' ``-cls`` layout, which ``appliance.inference.classify`` parses:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from torch import nn
 
 from appliance.analytics.inspection import crop_input
 from tools.training.anomaly import _Block, _folded, fixed_torch_state
+from tools.training.steps import Batches, run_steps
 
 STATES: tuple[str, ...] = ("clean", "dirty", "damaged")
 SIZE = 96
@@ -158,35 +158,16 @@ def train(images: np.ndarray, states: np.ndarray, config: TrainConfig = TrainCon
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimiser, max_lr=config.learning_rate, total_steps=max(config.steps, 1), pct_start=0.1)
-        batch = min(config.batch_size, len(images))
-        losses: list[float] = []
-        started = time.monotonic()
-        stopped_early = False
-        step = 0
+        batches = Batches(len(images), config.batch_size, rng)
+
+        def loss_of_next_batch() -> torch.Tensor:
+            pick = batches.next()
+            return loss_fn(model(torch.from_numpy(augment(images[pick], rng))), torch.from_numpy(states[pick]))
+
         model.train()
-        order, cursor = rng.permutation(len(images)), 0
-        for step in range(1, config.steps + 1):
-            if cursor + batch > len(order):
-                order, cursor = rng.permutation(len(images)), 0
-            pick = order[cursor:cursor + batch]
-            cursor += batch
-            logits = model(torch.from_numpy(augment(images[pick], rng)))
-            loss = loss_fn(logits, torch.from_numpy(states[pick]))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            losses.append(loss.item())
-            if log is not None and (step % 100 == 0 or step == config.steps):
-                log(f"step {step}/{config.steps} loss {float(np.mean(losses[-100:])):.4f} "
-                    f"({time.monotonic() - started:.0f} s)")
-            if config.max_seconds is not None and time.monotonic() - started > config.max_seconds:
-                stopped_early = step < config.steps
-                if stopped_early and log is not None:
-                    log(f"time cap of {config.max_seconds:.0f} s reached after {step} steps: stopping early")
-                break
+        run = run_steps(loss_of_next_batch, optimiser, schedule, config.steps, config.max_seconds, log)
         model.eval()
-    return TrainResult(model, config, step, time.monotonic() - started, stopped_early, losses)
+    return TrainResult(model, config, run.steps_done, run.seconds, run.stopped_early, run.losses)
 
 
 @torch.no_grad()
