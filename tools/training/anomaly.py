@@ -52,18 +52,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
+from tools.training.onnx_graph import GraphBuilder
 from tools.training.steps import Batches, run_steps
 
 INPUT_NAME = "input"
 SCORE_NAME = "pred_score"
 MAP_NAME = "anomaly_map"
 SIZE = 64
-OPSET = 17
 BLUR_SIZE = 7
 BLUR_SIGMA = 1.5
 CALIBRATION_PERCENTILE = 99.0
@@ -443,36 +441,20 @@ def export_onnx(model: AnomalyModel, path: str | Path, metadata: dict[str, str] 
     ``pred_score`` ``[N]`` and ``anomaly_map`` ``[N, 1, 64, 64]``. Batch norm is folded
     into the convolutions and the normalisation scale into the blur kernel;
     ``metadata`` goes into the model's ``metadata_props``."""
-    path = Path(path)
     seg = model.segmenter
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "x2")]
-
-    def node(op: str, inputs: list[str], name: str, **attrs: object) -> str:
-        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(value, name))
-        return name
-
-    def conv(x: str, name: str, weight: np.ndarray, bias: np.ndarray | None, stride: int = 1) -> str:
-        k = weight.shape[2]
-        inputs = [x, const(f"{name}.weight", weight)]
-        if bias is not None:
-            inputs.append(const(f"{name}.bias", bias))
-        return node("Conv", inputs, name, kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
+    g = GraphBuilder()
+    g.const("x2", np.array([1, 1, 2, 2], np.float32))
 
     def block(x: str, name: str, stride: int = 1) -> str:
         weight, bias = _folded(getattr(seg, name))
-        return node("Relu", [conv(x, f"{name}.conv", weight, bias, stride)], name)
+        return g.node("Relu", [g.conv(x, f"{name}.conv", weight, bias, stride)], name)
 
     def up(x: str) -> str:
-        return node("Resize", [x, "", "x2"], f"{x}.up", mode="nearest",
-                    coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return g.node("Resize", [x, "", "x2"], f"{x}.up", mode="nearest",
+                      coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
     def cat(a: str, b: str, name: str) -> str:
-        return node("Concat", [a, b], name, axis=1)
+        return g.node("Concat", [a, b], name, axis=1)
 
     d1 = block(INPUT_NAME, "down1", 2)
     d2 = block(d1, "down2", 2)
@@ -482,32 +464,14 @@ def export_onnx(model: AnomalyModel, path: str | Path, metadata: dict[str, str] 
     u2 = block(cat(up(u3), d2, "cat2"), "up2")
     u1 = block(cat(up(u2), d1, "cat1"), "up1")
     head = seg.head
-    logits = up(conv(u1, "head", head.weight.detach().numpy().astype(np.float32),
-                     head.bias.detach().numpy().astype(np.float32)))
-    probability = node("Sigmoid", [logits], "probability")
+    logits = up(g.conv(u1, "head", head.weight.detach().numpy().astype(np.float32),
+                       head.bias.detach().numpy().astype(np.float32)))
+    probability = g.node("Sigmoid", [logits], "probability")
     pad = BLUR_SIZE // 2
-    padded = node("Pad", [probability, const("pads", np.array([0, 0, pad, pad, 0, 0, pad, pad], np.int64))],
-                  "padded", mode="edge")
+    padded = g.node("Pad", [probability, g.const("pads", np.array([0, 0, pad, pad, 0, 0, pad, pad], np.int64))],
+                    "padded", mode="edge")
     kernel = (model.blur.numpy() * np.float32(model.scale)).astype(np.float32)
-    node("Conv", [padded, const("blur", kernel)], MAP_NAME, kernel_shape=[BLUR_SIZE, BLUR_SIZE])
-    node("ReduceMax", [MAP_NAME], SCORE_NAME, axes=[1, 2, 3], keepdims=0)
-    graph = helper.make_graph(
-        nodes,
-        "anomaly_segmenter",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [
-            helper.make_tensor_value_info(SCORE_NAME, TensorProto.FLOAT, ["N"]),
-            helper.make_tensor_value_info(MAP_NAME, TensorProto.FLOAT, ["N", 1, SIZE, SIZE]),
-        ],
-        inits,
-    )
-    onnx_model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tools.training.anomaly"
-    )
-    onnx_model.ir_version = 8  # readable by ONNX Runtime >= 1.14 and TensorRT 8.6+
-    if metadata:
-        helper.set_model_props(onnx_model, metadata)
-    onnx.checker.check_model(onnx_model, full_check=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(onnx_model, str(path))
-    return path
+    g.node("Conv", [padded, g.const("blur", kernel)], MAP_NAME, kernel_shape=[BLUR_SIZE, BLUR_SIZE])
+    g.node("ReduceMax", [MAP_NAME], SCORE_NAME, axes=[1, 2, 3], keepdims=0)
+    return g.save(path, "anomaly_segmenter", "tools.training.anomaly", [(INPUT_NAME, ["N", 3, SIZE, SIZE])],
+                  [(SCORE_NAME, ["N"]), (MAP_NAME, ["N", 1, SIZE, SIZE])], metadata)

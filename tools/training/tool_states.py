@@ -33,13 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from appliance.analytics.inspection import crop_input
 from tools.training.anomaly import _Block, _folded, fixed_torch_state
+from tools.training.onnx_graph import GraphBuilder
 from tools.training.steps import Batches, run_steps
 
 STATES: tuple[str, ...] = ("clean", "dirty", "damaged")
@@ -48,7 +47,6 @@ MARGIN = 0.1
 BOX_JITTER = 0.06
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
-OPSET = 17
 HELD_OUT_SEED = 9000  # seeds from here on are for evaluation only
 
 
@@ -186,42 +184,18 @@ def probabilities(model: StateNet, images: np.ndarray, chunk: int = 256) -> np.n
 def export_onnx(model: StateNet, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write ``model`` as ONNX (opset 17): ``images`` ``[N, 3, SIZE, SIZE]`` -> ``output0`` ``[N, 3]``
     probabilities; batch norm folded into the convolutions; ``metadata`` into ``metadata_props``."""
-    path = Path(path)
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
-
-    def node(op: str, inputs: list[str], name: str, **attrs: object) -> str:
-        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(value, name))
-        return name
-
+    g = GraphBuilder()
     x = INPUT_NAME
     for k, block in enumerate(model.blocks):
         weight, bias = _folded(block)
         stride = int(block[0].stride[0])
-        conv = node("Conv", [x, const(f"b{k}.weight", weight), const(f"b{k}.bias", bias)], f"b{k}.conv",
-                    kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1])
-        x = node("Relu", [conv], f"b{k}")
-    pooled = node("Flatten", [node("GlobalAveragePool", [x], "pool")], "flat", axis=1)
+        conv = g.node("Conv", [x, g.const(f"b{k}.weight", weight), g.const(f"b{k}.bias", bias)], f"b{k}.conv",
+                      kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1])
+        x = g.node("Relu", [conv], f"b{k}")
+    pooled = g.node("Flatten", [g.node("GlobalAveragePool", [x], "pool")], "flat", axis=1)
     head = model.head
-    logits = node("Gemm", [pooled, const("head.weight", head.weight.detach().numpy().astype(np.float32)),
-                           const("head.bias", head.bias.detach().numpy().astype(np.float32))], "logits", transB=1)
-    node("Softmax", [logits], OUTPUT_NAME, axis=1)
-    graph = helper.make_graph(
-        nodes, "tool_states",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, SIZE, SIZE])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", len(STATES)])],
-        inits,
-    )
-    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                   producer_name="tools.training.tool_states")
-    onnx_model.ir_version = 8  # readable by ONNX Runtime >= 1.14 and TensorRT 8.6+
-    if metadata:
-        helper.set_model_props(onnx_model, metadata)
-    onnx.checker.check_model(onnx_model, full_check=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(onnx_model, str(path))
-    return path
+    logits = g.node("Gemm", [pooled, g.const("head.weight", head.weight.detach().numpy().astype(np.float32)),
+                             g.const("head.bias", head.bias.detach().numpy().astype(np.float32))], "logits", transB=1)
+    g.node("Softmax", [logits], OUTPUT_NAME, axis=1)
+    return g.save(path, "tool_states", "tools.training.tool_states", [(INPUT_NAME, ["N", 3, SIZE, SIZE])],
+                  [(OUTPUT_NAME, ["N", len(STATES)])], metadata)
