@@ -29,7 +29,9 @@ three frames) within the dead band of where it is now, or since it last did some
 else; ``animal.immobile`` starts once that lasted ``immobile_after_s`` and is dated
 back to that moment. Episodes (``animal.immobile``, ``.hyperactive``, ``.seizure_like``
 as warnings; ``.rearing``, ``.grooming`` as info) start, and end after
-``episode_end_after_s`` without the condition, through ``EpisodeTracker``.
+``episode_end_after_s`` without the condition, through ``EpisodeTracker``; a run is
+seen only once the window shows it, so ``hyperactive_after_s`` counts from the run's
+onset (where that window began), not from when it was seen.
 ``animal.missing`` counts the animals whose centre is in the cage zone;
 ``animal.activity_summary`` is a point finding (phase ``start`` with its end time)
 every ``summary_interval_s``.
@@ -61,6 +63,7 @@ from appliance.types import Box, Track
 STATES = ("moving", "immobile", "rearing", "grooming", "hyperactive", "seizure_like")
 MOVING, IMMOBILE, REARING, GROOMING, HYPERACTIVE, SEIZURE = range(len(STATES))
 _KINDS = tuple(f"animal.{state}" for state in STATES)  # the event kind of each state
+_WINDOWED = frozenset({"animal.hyperactive"})  # a run shows over a window: its grace counts from the onset
 
 # Per-animal values, one row per slot: body length (pixels), whether it was measured on a box
 # the frame's edge did not cut, the anchor (x, y), immobile since, state, distance (pixels, body lengths).
@@ -93,7 +96,7 @@ class AnimalSettings(Strict):
     hyperactive_speed: NonNegative = 2.2  # a mouse walks at about 0.5–2 body lengths per second
     hyperactive_window_s: PositiveSeconds = 1.6  # the speed along the path is averaged over this window
     hyperactive_end_after_s: NonNegative = 2.5  # a bout paused (cornered, turning) less than this goes on
-    hyperactive_after_s: NonNegative = 2.0
+    hyperactive_after_s: NonNegative = 2.5  # a bout this long, counted from its onset (where the window began)
 
     seizure_window_s: PositiveSeconds = 2.0
     seizure_min_reversals_per_s: NonNegative = 1.0
@@ -241,7 +244,10 @@ class AnimalRules:
 
         findings: list[Finding] = []
         for kind, (tracker, severity) in self._episodes.items():
-            findings.extend(self._report(kind, severity, tracker.step(t, active[kind])))
+            conditions = active[kind]
+            # running shows only over a window: its grace counts from the bout's onset
+            onset = {key: p["since"] for key, p in conditions.items()} if kind in _WINDOWED else None
+            findings.extend(self._report(kind, severity, tracker.step(t, conditions, onset=onset)))
         findings.extend(self._missing_findings(animals, t))
         self._forget(t)
         if t - self._interval_start >= s.summary_interval_s:
@@ -496,7 +502,8 @@ class AnimalRules:
                 # a new bout: grooming began when the animal settled, shaking with its first
                 # reversal (no further back than the window that shows it)
                 a.onset[kind] = {GROOMING: max(before_l[i], t - s.grooming_window_s),
-                                 SEIZURE: max(float(first_reversal[i]), t - s.seizure_window_s)}.get(code, t)
+                                 SEIZURE: max(float(first_reversal[i]), t - s.seizure_window_s),
+                                 HYPERACTIVE: t - s.hyperactive_window_s}.get(code, t)
             payload = {**base, "since": min(a.onset.get(kind, t), t)}
             if code == HYPERACTIVE:
                 payload["speed_bl_s"] = round(float(path_speed[i]), 2)

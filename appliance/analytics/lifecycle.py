@@ -49,14 +49,18 @@ class EpisodeTracker:
         return self._open
 
     def step(self, t: float, active: Mapping[Hashable, dict[str, Any]],
-             confidence: Mapping[Hashable, float] | None = None) -> list[Transition]:
-        """Feeds one frame: the conditions that hold now (key → payload)."""
+             confidence: Mapping[Hashable, float] | None = None,
+             onset: Mapping[Hashable, float] | None = None) -> list[Transition]:
+        """Feeds one frame: the conditions that hold now (key → payload). ``onset``: for conditions
+        that show only over a window (a mouse running for 1.6 s), when a new one really began; the
+        grace counts from there."""
         timing = self.timing
         out: list[Transition] = []
         for key, payload in active.items():
             episode = self._open.get(key)
             if episode is None:
-                episode = self._open[key] = Episode(key, t, t)
+                began = t if onset is None else min(onset.get(key, t), t)
+                episode = self._open[key] = Episode(key, began, t)
             episode.last_seen = t
             episode.payload = payload
             if confidence is not None:

@@ -40,3 +40,16 @@ def test_updates_come_at_their_interval_and_close_all_ends_open_episodes():
     ends = tracker.close_all()
     assert [(e.phase, e.episode.began) for e in ends] == [("end", 1.0)]
     assert tracker.open == {}
+
+
+def test_a_condition_seen_over_a_window_counts_its_grace_from_its_onset():
+    # seen from t = 3 on, over a window that shows it 1.5 s after it began: it began at 1.5
+    tracker = EpisodeTracker(Timing(start_after_s=2.0, end_after_s=1.0))
+    out = []
+    for t, active in frames(10, lambda t: 3 <= t < 7):
+        for tr in tracker.step(t, {"k": {}} if active else {}, onset={"k": t - 1.5}):
+            out.append((tr.phase, tr.episode.began, tr.at))
+    assert out == [("start", 1.5, 3.6), ("end", 1.5, 6.8)]  # started 1.4 s earlier than without the onset
+    tracker = EpisodeTracker(Timing(start_after_s=2.0, end_after_s=1.0))
+    assert [tr.episode.began for tr in tracker.step(3.0, {"k": {}}, onset={"k": 9.0})] == []
+    assert tracker.open["k"].began == 3.0  # an onset after now is now
