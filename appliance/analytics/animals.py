@@ -31,7 +31,8 @@ back to that moment. Episodes (``animal.immobile``, ``.hyperactive``, ``.seizure
 as warnings; ``.rearing``, ``.grooming`` as info) start, and end after
 ``episode_end_after_s`` without the condition, through ``EpisodeTracker``; a run is
 seen only once the window shows it, so ``hyperactive_after_s`` counts from the run's
-onset (where that window began), not from when it was seen.
+onset (where that window began), not from when it was seen; so does ``seizure_after_s``
+from the first reversal of the shaking.
 ``animal.missing`` counts the animals whose centre is in the cage zone;
 ``animal.activity_summary`` is a point finding (phase ``start`` with its end time)
 every ``summary_interval_s``.
@@ -63,7 +64,8 @@ from appliance.types import Box, Track
 STATES = ("moving", "immobile", "rearing", "grooming", "hyperactive", "seizure_like")
 MOVING, IMMOBILE, REARING, GROOMING, HYPERACTIVE, SEIZURE = range(len(STATES))
 _KINDS = tuple(f"animal.{state}" for state in STATES)  # the event kind of each state
-_WINDOWED = frozenset({"animal.hyperactive"})  # a run shows over a window: its grace counts from the onset
+# running and shaking show only over a window: their grace counts from the bout's onset
+_WINDOWED = frozenset({"animal.hyperactive", "animal.seizure_like"})
 
 # Per-animal values, one row per slot: body length (pixels), whether it was measured on a box
 # the frame's edge did not cut, the anchor (x, y), immobile since, state, distance (pixels, body lengths).
@@ -104,7 +106,7 @@ class AnimalSettings(Strict):
     seizure_min_path_speed: NonNegative = 0.35  # along the path: it shakes hard
     seizure_max_net_bl: NonNegative = 0.6  # net displacement over the window: it stays ...
     seizure_max_spread_bl: NonNegative = 0.35  # ... and its centre stays close to where it is on average
-    seizure_after_s: NonNegative = 1.0
+    seizure_after_s: NonNegative = 2.5  # shaking this long, counted from its first reversal
 
     grooming_window_s: PositiveSeconds = 1.2
     grooming_min_jitter_bl: NonNegative = 0.02  # keep above the detector's box noise on a still animal
@@ -245,7 +247,6 @@ class AnimalRules:
         findings: list[Finding] = []
         for kind, (tracker, severity) in self._episodes.items():
             conditions = active[kind]
-            # running shows only over a window: its grace counts from the bout's onset
             onset = {key: p["since"] for key, p in conditions.items()} if kind in _WINDOWED else None
             findings.extend(self._report(kind, severity, tracker.step(t, conditions, onset=onset)))
         findings.extend(self._missing_findings(animals, t))
