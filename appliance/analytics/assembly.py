@@ -19,6 +19,8 @@ from appliance.inference.engine import Engine
 from appliance.metrics import ApplianceMetrics
 from appliance.tracking.tracker import Tracker, TrackerSettings
 
+MOTION_REFERENCE_FPS = 30.0  # the frame rate the tracker's motion noise is given for
+
 
 def tracker_for(source: SourceConfig) -> Tracker:
     t = source.rules.tracker
@@ -29,6 +31,7 @@ def tracker_for(source: SourceConfig) -> Tracker:
         match_iou=t.match_iou,
         low_match_iou=t.low_match_iou,
         max_lost_frames=max(1, round(t.max_lost_s * source.analyze_fps)),
+        frame_steps=max(1.0, MOTION_REFERENCE_FPS / source.analyze_fps),
         label_groups=tuple(tuple(g) for g in t.label_groups),
     ))
 

@@ -1,7 +1,10 @@
 """Constant-velocity Kalman filter over boxes as (cx, cy, aspect, height), vectorised over tracks.
 
 The noise model is ByteTrack's (and DeepSORT's): standard deviations proportional
-to the box height.
+to the box height, per frame of a 30 fps stream. Where frames are further apart (a few
+analyzed frames per second), a velocity changes more from one to the next: ``steps``,
+the frame interval in 30-fps frames, scales the velocity's process noise, so that a
+person who stops is not predicted to walk on for seconds.
 
 With a constant-velocity motion, a measurement of the positions only, and noises
 that are diagonal, each of the four coordinates is filtered on its own: the 8x8
@@ -56,14 +59,14 @@ def initiate(measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, covariance
 
 
-def predict(mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One frame on: positions move by their velocities; uncertainty grows."""
+def predict(mean: np.ndarray, covariance: np.ndarray, steps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """One frame on (``steps`` 30-fps frames later): positions move by their velocities; uncertainty grows."""
     h = mean[:, 3]
     pp, pv, vv = covariance[:, PP], covariance[:, PV], covariance[:, VV]
     predicted = np.empty_like(covariance)
     predicted[:, PP] = pp + 2 * pv + vv + _variance(h, STD_POSITION, 1e-2)
     predicted[:, PV] = pv + vv
-    predicted[:, VV] = vv + _variance(h, STD_VELOCITY, 1e-5)
+    predicted[:, VV] = vv + _variance(h, steps * STD_VELOCITY, 1e-5)
     moved = mean.copy()
     moved[:, :4] += mean[:, 4:]
     return moved, predicted

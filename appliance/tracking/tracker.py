@@ -33,6 +33,7 @@ class TrackerSettings:
     match_distance: float = 1.0  # … or centres this many box diagonals apart at most
     low_match_iou: float = 0.5
     max_lost_frames: int = 30  # a lost track is kept this many analyzed frames
+    frame_steps: float = 1.0  # the interval between analyzed frames, in frames of a 30 fps stream
     label_groups: tuple[tuple[str, ...], ...] = ()
 
 
@@ -101,7 +102,7 @@ class Tracker:
         s = self.settings
         count = len(self._ids)
         if count:
-            self._mean, self._cov = kalman.predict(self._mean, self._cov)
+            self._mean, self._cov = kalman.predict(self._mean, self._cov, self.settings.frame_steps)
         boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
         scores = np.array([d.confidence for d in detections], dtype=np.float64)
         labels = [d.label for d in detections]

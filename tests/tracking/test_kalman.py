@@ -53,3 +53,19 @@ def test_boxes_and_states_round_trip() -> None:
     boxes = np.array([[10.0, 20.0, 50.0, 100.0], [0.0, 0.0, 4.0, 2.0]])
     mean, _ = kalman.initiate(kalman.boxes_to_measurements(boxes))
     np.testing.assert_allclose(kalman.states_to_boxes(mean), boxes)
+
+
+def test_frames_further_apart_let_a_velocity_change_sooner() -> None:
+    """A box walks 30 px per analyzed frame, then stops. At 5 analyzed frames per second (six 30-fps
+    frames apart) the filter must learn of the stop in a few frames; with per-frame noise it would
+    predict the walk going on for a second and more."""
+    def overshoot(steps: float) -> float:
+        mean, cov = kalman.initiate(np.array([[100.0, 200.0, 0.4, 150.0]]))
+        for x in [130.0 + 30 * k for k in range(10)] + [400.0] * 3:
+            mean, cov = kalman.predict(mean, cov, steps)
+            mean, cov = kalman.update(mean, cov, np.array([[x, 200.0, 0.4, 150.0]]))
+        predicted, _ = kalman.predict(mean, cov, steps)
+        return float(predicted[0, 0] - 400.0)
+
+    assert overshoot(6.0) < 0.5 * overshoot(1.0)
+    assert overshoot(6.0) < 15.0  # half a step
