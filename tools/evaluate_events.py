@@ -40,7 +40,11 @@ from tools.scenes.cage import CageScene  # noqa: E402
 from tools.scenes.cleanroom import CleanRoomScene  # noqa: E402
 from tools.scenes.common import FrameTruth, Scene, TimelineEvent  # noqa: E402
 from tools.scenes.production import TOOL_ZONE, ProductionLineScene, ToolStationScene  # noqa: E402
-from tools.training.evaluate import onnx_input_size, operating_confidence  # noqa: E402
+from tools.training.evaluate import (  # noqa: E402
+    onnx_input_size,
+    operating_class_confidence,
+    operating_confidence,
+)
 
 ANALYZE_FPS = 5.0
 ANOMALY_THRESHOLD = 0.5  # engines/anomaly.md's suggestion
@@ -131,6 +135,7 @@ def scenario_config(case: Case, scene: Scene, clip: Path, events: Path) -> Appli
         "id": case.model, "onnx": str(onnx),
         "labels": str(REPO / "engines" / f"{case.model}.labels"), "input": {"width": width, "height": height},
         "parser": "yolov8", "confidence": operating_confidence(case.model),
+        "class_confidence": operating_class_confidence(case.model),
     }
     source: dict[str, Any] = {"id": case.name, "uri": f"file://{clip}", "realtime": False,
                               "analyze_fps": ANALYZE_FPS, "rules": {}}

@@ -28,7 +28,13 @@ if str(REPO) not in sys.path:
 
 from tools.training.data import EVAL_RECIPES, HELD_OUT_SEED, MODEL_LABELS, MODELS, held_out_frames  # noqa: E402
 from tools.training.detector import num_anchors  # noqa: E402
-from tools.training.evaluate import Report, evaluate, onnx_input_size, operating_confidence  # noqa: E402
+from tools.training.evaluate import (  # noqa: E402
+    Report,
+    evaluate,
+    onnx_input_size,
+    operating_class_confidence,
+    operating_confidence,
+)
 
 PURPOSE = {
     "defects": "parts on a conveyor (vial, blister, tablet), their defects (crack, chip, missing cap, stain) "
@@ -96,7 +102,7 @@ def write_card(report: Report, meta: dict[str, object], scenes: int, command: st
         f"| evaluation data | held-out scene seeds {HELD_OUT_SEED}..{HELD_OUT_SEED + scenes - 1} (never used in "
         f"training): {sources}; {report.scores.images} frames |",
         f"| **mAP50** | **{_pct(report.map50)}** (all-point AP at IoU 0.5, mean over the classes present) |",
-        f"| operating threshold | confidence {report.scores.operating_confidence:g}, NMS IoU 0.45 |",
+        f"| operating threshold | confidence {report.scores.thresholds}, NMS IoU 0.45 |",
         f"| latency (ONNX Runtime CPU, {report.threads} thread) | "
         f"batch 1: {report.latency_ms.get(1, float('nan')):.1f} ms, "
         f"batch 4: {report.latency_ms.get(4, float('nan')):.1f} ms (median; {platform.machine()}, "
@@ -137,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.engines / f"{model}.labels").write_text("\n".join(labels) + "\n", encoding="utf-8")
         frames = ((image, objects) for _, image, objects in held_out_frames(model, args.scenes))
         confidence = operating_confidence(model) if args.confidence is None else args.confidence
-        report = evaluate(model, path, labels, frames, confidence, args.threads)
+        own = operating_class_confidence(model) if args.confidence is None else {}
+        report = evaluate(model, path, labels, frames, confidence, args.threads, class_confidence=own)
         card = write_card(report, training_meta(path), args.scenes, command.strip(), args.engines)
         print(f"{model}: mAP50 {report.map50:.3f} on {report.scores.images} frames; "
               f"latency b1 {report.latency_ms.get(1, float('nan')):.1f} ms "

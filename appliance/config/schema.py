@@ -80,6 +80,9 @@ class ModelConfig(Strict):
     parser: Literal["yolov8", "yolov5", "yolo_end2end", "anomaly", "classify"] = "yolov8"
     input_name: str | None = None
     confidence: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
+    # label -> its own threshold, in place of ``confidence`` (nvinfer's per-class pre-cluster-threshold):
+    # lower for what must not be seen late (fire), higher for a class that the model over-reports
+    class_confidence: dict[str, Annotated[float, Field(gt=0.0, le=1.0)]] = {}
     iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.45
     max_detections: Annotated[int, Field(ge=1, le=10000)] = 100
 
@@ -103,6 +106,18 @@ class ModelConfig(Strict):
             raise ValueError(f"labels file not found: {path}")
         return path
 
+    @field_validator("class_confidence")
+    @classmethod
+    def _class_confidence_labels(cls, value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        labels = info.data.get("labels")
+        if value and labels is not None:
+            names = labels if isinstance(labels, list) else _label_lines(labels)
+            unknown = sorted(set(value) - set(names))
+            if unknown:
+                raise ValueError(f"names {', '.join(map(repr, unknown))}, not among the model's labels "
+                                 f"({', '.join(names)})")
+        return value
+
     @property
     def second_stage(self) -> bool:
         """Runs on crops the rules choose, not on whole frames."""
@@ -111,8 +126,13 @@ class ModelConfig(Strict):
     def label_names(self) -> list[str]:
         if isinstance(self.labels, list):
             return list(self.labels)
-        lines = self.labels.read_text(encoding="utf-8").splitlines()
-        return [line.strip() for line in lines if line.strip()]
+        return _label_lines(self.labels)
+
+
+def _label_lines(path: Path) -> list[str]:
+    """A labels file's names, one per non-empty line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
 
 
 class ZoneConfig(Strict):

@@ -10,7 +10,8 @@ YOLO layouts, chosen by ``ModelConfig.parser``:
 * ``yolo_end2end``: ``[N, K, 6]``: ``x1, y1, x2, y2, score, class``, NMS already
   done inside the model (YOLOv10, Ultralytics ``end2end`` exports).
 
-A detection is kept when its score is at least ``confidence``. Boxes are mapped
+A detection is kept when its score is at least ``confidence`` (or its class's own
+threshold, ``class_confidence``). Boxes are mapped
 through the frame's letterbox and clipped to the frame; a box that lies entirely
 in the letterbox borders (nothing of the frame in it) is dropped before NMS.
 """
@@ -18,7 +19,7 @@ in the letterbox borders (nothing of the frame in it) is dropped before NMS.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -54,11 +55,15 @@ def make_parser(
     iou: float,
     max_detections: int,
     model_name: str,
+    class_confidence: Mapping[str, float] | None = None,
 ) -> Parser:
-    """The parser for ``kind`` (one of ``PARSER_KINDS``)."""
+    """The parser for ``kind`` (one of ``PARSER_KINDS``); ``class_confidence``: labels with their
+    own threshold in place of ``confidence``."""
     if not labels:
         raise ValueError(f"model {model_name!r}: no labels")
-    settings = _Settings(tuple(labels), float(confidence), float(iou), int(max_detections), model_name)
+    thresholds = np.array([(class_confidence or {}).get(label, confidence) for label in labels], dtype=np.float32)
+    settings = _Settings(tuple(labels), float(thresholds.min()), thresholds, float(iou), int(max_detections),
+                         model_name)
     if kind == "yolov8":
         return YoloV8Parser(settings)
     if kind == "yolov5":
@@ -68,10 +73,17 @@ def make_parser(
     raise ValueError(f"unknown parser {kind!r} (use one of {', '.join(PARSER_KINDS)})")
 
 
+def parser_for(model: ModelConfig) -> Parser:
+    """The parser of a full-frame detector's config."""
+    return make_parser(model.parser, model.label_names(), model.confidence, model.iou, model.max_detections,
+                       model.id, model.class_confidence)
+
+
 @dataclass(frozen=True, slots=True)
 class _Settings:
     labels: tuple[str, ...]
-    confidence: float
+    confidence: float  # the lowest of the thresholds: candidates below it are no detection of any class
+    thresholds: np.ndarray  # [classes] each class's threshold
     iou: float
     max_detections: int
     model_name: str
@@ -182,7 +194,7 @@ class YoloV8Parser(_YoloParser):
             class_scores = pred[4:]  # [nc, A]
             classes = class_scores.argmax(axis=0)
             scores = np.take_along_axis(class_scores, classes[None, :], axis=0)[0]
-            hit = np.flatnonzero(scores >= self.settings.confidence)
+            hit = np.flatnonzero(scores >= self.settings.thresholds[classes])
             boxes = _xywh_to_xyxy(pred[0, hit], pred[1, hit], pred[2, hit], pred[3, hit])
             found.append(self._detections(boxes, scores[hit], classes[hit], letterbox, suppress=True))
         return found
@@ -207,7 +219,7 @@ class YoloV5Parser(_YoloParser):
             joint = rows[:, 5:] * rows[:, 4:5]
             classes = joint.argmax(axis=1)
             scores = np.take_along_axis(joint, classes[:, None], axis=1)[:, 0]
-            hit = scores >= threshold
+            hit = scores >= self.settings.thresholds[classes]
             rows, scores, classes = rows[hit], scores[hit], classes[hit]
             boxes = _xywh_to_xyxy(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
             found.append(self._detections(boxes, scores, classes, letterbox, suppress=True))
@@ -235,7 +247,8 @@ class YoloEnd2EndParser(_YoloParser):
                     f"model {self.settings.model_name!r}: detection of class {int(classes[bad][0])} "
                     f"but only {self.num_classes} labels (classes 0..{self.num_classes - 1})"
                 )
-            found.append(self._detections(rows[:, :4], rows[:, 4], classes, letterbox, suppress=False))
+            hit = rows[:, 4] >= self.settings.thresholds[classes]
+            found.append(self._detections(rows[hit, :4], rows[hit, 4], classes[hit], letterbox, suppress=False))
         return found
 
 
@@ -251,9 +264,7 @@ def check_outputs(model: ModelConfig, engine: Engine, where: str) -> Engine:
     elif model.parser == "classify":
         parser = ClassifierParser(model.label_names(), model.id)
     else:
-        parser = make_parser(
-            model.parser, model.label_names(), model.confidence, model.iou, model.max_detections, model.id
-        )
+        parser = parser_for(model)
     try:
         parser.check(engine.outputs)
     except ModelMismatch as exc:

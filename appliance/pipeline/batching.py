@@ -22,7 +22,7 @@ from appliance.clock import Clock
 from appliance.config.schema import ModelConfig
 from appliance.inference.engine import Engine
 from appliance.inference.letterbox import Letterbox
-from appliance.inference.parsers import Parser, make_parser
+from appliance.inference.parsers import Parser, parser_for
 from appliance.metrics import ApplianceMetrics
 from appliance.pipeline.frames import Frame, FrameSlot
 from appliance.types import Detection, FrameResult
@@ -50,10 +50,7 @@ class ModelRuntime:
     @classmethod
     def create(cls, config: ModelConfig, engine: Engine, max_batch: int) -> ModelRuntime:
         size = min(max_batch, engine.max_batch)
-        parser = make_parser(
-            config.parser, config.label_names(), config.confidence, config.iou,
-            config.max_detections, config.id,
-        )
+        parser = parser_for(config)
         batch = np.zeros((size, 3, config.input.height, config.input.width), dtype=np.float32)
         return cls(config, engine, parser, batch)
 

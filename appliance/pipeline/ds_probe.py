@@ -41,7 +41,7 @@ import numpy as np
 from appliance.clock import Clock
 from appliance.config.schema import ModelConfig
 from appliance.inference.letterbox import Letterbox
-from appliance.inference.parsers import Parser, make_parser
+from appliance.inference.parsers import Parser, parser_for
 from appliance.metrics import ApplianceMetrics
 from appliance.types import Detection, FrameResult, Track
 
@@ -104,8 +104,7 @@ class ModelOutputs:
 
     @classmethod
     def create(cls, model: ModelConfig, unique_id: int, max_batch: int) -> ModelOutputs:
-        parser = make_parser(model.parser, model.label_names(), model.confidence, model.iou,
-                             model.max_detections, model.id)
+        parser = parser_for(model)
         return cls(model, unique_id, parser, max_batch)
 
     def fill(self, row: int, layers: Sequence[np.ndarray]) -> None:

@@ -626,3 +626,20 @@ def test_the_tool_check_names_a_classifier_whose_labels_are_states(site: Path) -
     path = write(site, TOOL_CHECK_SOURCE + "        ok_states: [clean, shiny]\n")
     problem = assert_only_problem(path, 17, "sources.0.rules.defects.ok_states", "ok_states shiny is not a state")
     assert "clean, damaged, dirty" in problem.reason
+
+
+def test_a_class_s_own_threshold_names_a_label_of_the_model(site: Path) -> None:
+    text = """\
+models:
+  - id: detector
+    onnx: model.onnx
+    labels: labels.txt
+    input: {width: 640, height: 640}
+    class_confidence: {crack: 0.1%s}
+sources:
+  - {id: cam1, uri: test://}
+"""
+    assert load_config(write(site, text % "")).models[0].class_confidence == {"crack": 0.1}
+    problem = assert_only_problem(write(site, text % ", fire: 0.2"), 6, "models.0.class_confidence",
+                                  "names 'fire', not among the model's labels")
+    assert "(part, crack)" in problem.reason

@@ -32,11 +32,12 @@ def _same(found: list[Detection], expected: list[tuple[str, float, tuple[float, 
         assert all(isinstance(v, float) for v in det.box) and isinstance(det.confidence, float)
 
 
-def _run(path: Path, parser_kind: str, batch: np.ndarray, **settings: float) -> list[list[Detection]]:
+def _run(path: Path, parser_kind: str, batch: np.ndarray, class_confidence: dict[str, float] | None = None,
+         **settings: float) -> list[list[Detection]]:
     engine = OnnxRuntimeEngine(model_config(path, LABELS, parser=parser_kind))
     parser = make_parser(
         parser_kind, LABELS, settings.get("confidence", 0.25), settings.get("iou", 0.45),
-        int(settings.get("max_detections", 100)), "test-model",
+        int(settings.get("max_detections", 100)), "test-model", class_confidence,
     )
     parser.check(engine.outputs)
     return parser.parse(engine.infer(batch), [LB] * len(batch))
@@ -80,6 +81,29 @@ def test_yolov8_max_detections_and_iou(tmp_path: Path, frames: Frames) -> None:
     # anchors 0 and 1 overlap with IoU 0.82: a threshold above that keeps both
     loose = _run(path, "yolov8", frames(1, [0.0]), iou=0.9)
     assert [d.confidence for d in loose[0] if d.label == "cat"] == [0.875, 0.75, 0.25]
+
+
+@pytest.mark.parametrize("kind", ["yolov8", "yolov5", "yolo_end2end"])
+def test_a_class_may_have_its_own_threshold(tmp_path: Path, frames: Frames, kind: str) -> None:
+    # per anchor: a cat at 0.2, a dog at 0.2, a bird at 0.6, far apart (each layout's own columns)
+    spots = [(10, 20, "cat", 0.2), (30, 20, "dog", 0.2), (50, 40, "bird", 0.6)]
+    if kind == "yolov8":
+        rows = [(x, y, 6, 6, *[score if label == name else 0.0 for name in LABELS])
+                for x, y, label, score in spots]
+        output = np.asarray(rows, dtype=np.float32).T
+    elif kind == "yolov5":
+        rows = [(x, y, 6, 6, score, *[1.0 if label == name else 0.0 for name in LABELS])
+                for x, y, label, score in spots]
+        output = np.asarray(rows, dtype=np.float32)
+    else:
+        rows = [(x - 3, y - 3, x + 3, y + 3, score, LABELS.index(label)) for x, y, label, score in spots]
+        output = np.asarray(rows, dtype=np.float32)
+    path = switch_model(tmp_path / f"{kind}.onnx", output, output)
+    batch = frames(1, [0.0])
+    assert [d.label for d in _run(path, kind, batch)[0]] == ["bird"]  # 0.25 for all
+    # the dog at 0.15 comes through; the bird, held to 0.7, does not; the cat keeps the 0.25
+    found = _run(path, kind, batch, class_confidence={"dog": 0.15, "bird": 0.7})[0]
+    assert [(d.label, d.confidence) for d in found] == [("dog", pytest.approx(0.2))]
 
 
 def test_yolov5_layout(tmp_path: Path, frames: Frames) -> None:

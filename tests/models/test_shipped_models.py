@@ -10,7 +10,7 @@ import pytest
 from appliance.config.schema import ModelConfig
 from tests.support import REPO
 from tools.training.data import held_out_frames
-from tools.training.evaluate import evaluate, operating_confidence
+from tools.training.evaluate import evaluate, operating_class_confidence, operating_confidence
 
 DETECTORS = ("defects", "ppe", "animals")
 FRAMES = 60
@@ -28,7 +28,8 @@ def test_shipped_detector_finds_held_out_objects(name: str) -> None:
     path = REPO / "engines" / f"{name}.onnx"
     labels = (REPO / "engines" / f"{name}.labels").read_text().split()
     frames = ((image, objects) for _, image, objects in itertools.islice(held_out_frames(name, 2), FRAMES))
-    report = evaluate(name, path, labels, frames, operating_confidence(name), latency_runs=0)
+    report = evaluate(name, path, labels, frames, operating_confidence(name), latency_runs=0,
+                      class_confidence=operating_class_confidence(name))
     truth = sum(c.truth for c in report.scores.classes)
     found = sum(c.detections_at_operating for c in report.scores.classes)
     hits = sum(c.recall * c.truth for c in report.scores.classes if c.truth)
@@ -59,6 +60,7 @@ def test_shipped_detector_fits_its_layout_and_size(name: str) -> None:
     demo = {m.id: m for m in load_config(REPO / "pipelines" / "demo.yaml").models}
     assert (demo[name].input.width, demo[name].input.height) == (width, height)
     assert demo[name].confidence == operating_confidence(name)
+    assert demo[name].class_confidence == operating_class_confidence(name)
     card = (REPO / "engines" / f"{name}.md").read_text()
     assert "mAP50" in card and "tools/train_demo_models.py" in card
     assert f"[N, 3, {height}, {width}]" in card
