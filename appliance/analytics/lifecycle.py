@@ -9,7 +9,7 @@ so rules are tested without sleeping.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +50,12 @@ class EpisodeTracker:
 
     def step(self, t: float, active: Mapping[Hashable, dict[str, Any]],
              confidence: Mapping[Hashable, float] | None = None,
-             onset: Mapping[Hashable, float] | None = None) -> list[Transition]:
+             onset: Mapping[Hashable, float] | None = None,
+             kept: Collection[Hashable] = ()) -> list[Transition]:
         """Feeds one frame: the conditions that hold now (key → payload). ``onset``: for conditions
         that show only over a window (a mouse running for 1.6 s), when a new one really began; the
-        grace counts from there."""
+        grace counts from there. ``kept``: open episodes that do not hold now but must not end yet
+        (another situation may be replacing them); their last sighting stays where it was."""
         timing = self.timing
         out: list[Transition] = []
         for key, payload in active.items():
@@ -73,11 +75,21 @@ class EpisodeTracker:
             elif timing.update_every_s is not None and t - episode.last_reported >= timing.update_every_s:
                 episode.last_reported = t
                 out.append(Transition("update", episode, t))
-        for key in [k for k, e in self._open.items() if k not in active and t - e.last_seen >= timing.end_after_s]:
+        for key in [k for k, e in self._open.items() if k not in active and k not in kept
+                    and t - e.last_seen >= timing.end_after_s]:
             episode = self._open.pop(key)
             if episode.started:
                 out.append(Transition("end", episode, episode.last_seen))
         return out
+
+    def finish(self, key: Hashable, at: float) -> Transition | None:
+        """Ends an open episode now, as of ``at`` (its last moment), whether it is still active or not
+        (a situation that another replaced); the end transition if it had started."""
+        episode = self._open.pop(key, None)
+        if episode is None or not episode.started:
+            return None
+        episode.last_seen = max(episode.began, min(episode.last_seen, at))
+        return Transition("end", episode, episode.last_seen)
 
     def close_all(self) -> list[Transition]:
         """Ends every open episode (the stream stopped or its time restarted)."""

@@ -22,6 +22,7 @@ hold does not shift the reported times.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Hashable, Mapping
@@ -51,6 +52,7 @@ _EXPECTED_Y = np.array([0.12, 0.4, 0.55, 0.5])
 _X_WEIGHT = np.array([1.0, 1.0, 0.1, 1.0])
 _OUTSIDE_COST = 0.2  # added per share of the item's box outside the person's box
 _EPS = 1e-6
+_WORN_ABOVE, _MISSING_BELOW = 0.6, 0.3  # an item's evidence: hysteresis between worn and missing
 _NO_FIT = 1e9
 _CONTESTED = 0.05  # an item fits another person this close to as well as its own: whose is it?
 _EDGE = 0.01  # a box this close to the frame's border (fraction of its size) touches it
@@ -65,7 +67,10 @@ class PpeSettings(Strict):
     # standing in several such zones needs the items of all of them)
     zone_required: dict[str, list[str]] = {}
     timing: TimingSettings = TimingSettings(start_after_s=2.0, end_after_s=1.0)
-    item_hold_s: Annotated[float, Field(ge=0.0)] = 0.5  # an item not seen for up to this long still counts as worn
+    # Each item's evidence on a person is a moving average of whether it was seen, with this time constant:
+    # an item becomes worn when seen in most recent frames, missing when missed in most (a glove the
+    # detector misses for a moment, or a neighbour's glove that fits for a moment, changes nothing).
+    item_memory_s: Annotated[float, Field(ge=0.0)] = 1.0
     improper_label: str | None = "mask_improper"  # the detector's label for a wrongly worn item
     improper_item: str = "mask"  # the item that label stands for (worn, so not missing, but reported)
     wash_zone: str | None = None
@@ -89,6 +94,10 @@ class PpeSettings(Strict):
     # they were lost is that person (the tracker lost them behind someone, or missed a few frames).
     stitch_gap_s: Annotated[float, Field(ge=0.0)] = 2.0
     stitch_radius: Annotated[float, Field(ge=0.0)] = 0.75  # centre distance, in the person's box heights
+    # A missing-item situation is continued by a person lacking the same items this close to where it was
+    # last seen (centre distance, in box heights), plus this much per second since (people walk on).
+    situation_radius: Annotated[float, Field(ge=0.0)] = 0.5
+    situation_speed: Annotated[float, Field(ge=0.0)] = 0.75
 
     @model_validator(mode="after")
     def _consistent(self) -> PpeSettings:
@@ -107,13 +116,33 @@ class _Person:
 
     seen: np.ndarray  # [items] stream time each item was last associated
     gone: np.ndarray  # [items] the first frame without it after that
+    since: np.ndarray  # [items] the first frame of its current run of sightings
+    before: np.ndarray  # [items] the person's frame before that run
     last_t: float
     box: tuple[float, float, float, float] | None = None  # where the person was last seen
-    held: np.ndarray | None = None  # [items] worn (with the hold) in the person's previous frame
+    evidence: np.ndarray | None = None  # [items] moving average of being seen (1) or not (0)
+    worn: np.ndarray | None = None  # [items] worn, by the evidence (with hysteresis)
+    held: np.ndarray | None = None  # [items] worn in the person's previous frame
     required: np.ndarray | None = None  # [items] required in the previous frame
     wash_run: float = 0.0  # the current continuous stay in the wash zone
     wash_best: float = 0.0  # the longest stay since the start or since leaving the clean zone
     in_clean: bool | None = None  # None: not seen yet
+    situation: Hashable | None = None  # the missing-item situation the person showed in their previous frame
+    kept: Hashable | None = None  # a reported situation kept open while something else is missing for now
+
+
+@dataclass
+class _Lacking:
+    """What one person in view lacks in this frame."""
+
+    row: int  # the person's row in this frame's tracks
+    person: _Person
+    person_id: int
+    names: tuple[str, ...]  # the missing items, sorted
+    missing: np.ndarray  # [items] the same, as flags
+    began: float  # when this missing set really began, if it is new
+    required: np.ndarray
+    zone: str | None
 
 
 class _ZoneTable:
@@ -176,6 +205,7 @@ class PpeRules:
         self._improper = EpisodeTracker(s.timing.timing())
         self._fire = EpisodeTracker(s.fire_timing.timing())
         self._people: dict[int, _Person] = {}  # by person id (the first track id of the person)
+        self._situation_ids = itertools.count(1)
         self._identity: dict[int, int] = {}  # track id -> person id
         self._last_t: float | None = None
         self._previous_t: float | None = None  # the stream's previous analyzed frame
@@ -315,6 +345,11 @@ class PpeRules:
         s = self.settings
         ids: list[int | None] = [self._identity.get(track.track_id) for track in persons]
         taken = {i for i in ids if i is not None}
+        for p, person_id in enumerate(ids):
+            person = self._people.get(person_id) if person_id is not None else None
+            if person is not None and person.box is not None and self._walked(person.box, boxes[p],
+                                                                               t - person.last_t) > 1.0:
+                del self._people[person_id]  # farther than anyone walks: the tracker's id passed to someone else
         for p, track in enumerate(persons):
             if ids[p] is not None:
                 continue
@@ -331,6 +366,15 @@ class PpeRules:
             ids[p] = self._identity[track.track_id] = best
             taken.add(best)
         return ids  # type: ignore[return-value]
+
+    def _walked(self, before: tuple[float, float, float, float] | np.ndarray, box: np.ndarray, dt: float) -> float:
+        """How far a person would have walked from ``before`` to ``box`` in ``dt`` seconds, as a share of
+        how far one may (``situation_radius`` plus ``situation_speed`` per second, in box heights)."""
+        s = self.settings
+        x1, y1, x2, y2 = before
+        h = max(float(box[3] - box[1]), 1.0)
+        d = math.hypot((box[0] + box[2] - x1 - x2) / 2, (box[1] + box[3] - y1 - y2) / 2) / h
+        return d / max(s.situation_radius + s.situation_speed * max(dt, 0.0), _EPS)
 
     def _zones_of(self, view: FrameView, boxes: np.ndarray) -> list[list[bool]]:
         """Per person, whether the feet stand in each of the view's zones (in ``view.zones`` order)."""
@@ -350,27 +394,19 @@ class PpeRules:
         inside = self._zones_of(view, boxes) if persons else []
         zone_ids = self._zone_table.ids if self._zone_table is not None else []
         wash, clean = self._wash_column, self._clean_column
-        hold = s.item_hold_s + _EPS
         findings: list[Finding] = []
-        missing_active: dict[Hashable, dict[str, Any]] = {}
+        lacking: list[_Lacking] = []
         improper_active: dict[Hashable, dict[str, Any]] = {}
         confidence: dict[Hashable, float] = {}
-        created: dict[Hashable, float] = {}  # missing-set keys that may be new -> when they really began
-        open_missing = self._missing.open
         for p, track in enumerate(persons):
             tid = people[p]
             person = self._people.get(tid)
             if person is None:
                 n = len(self._items)
-                person = self._people[tid] = _Person(np.full(n, -math.inf), np.full(n, -math.inf), t)
+                person = self._people[tid] = _Person(*(np.full(n, -math.inf) for _ in range(4)), last_t=t)
             elif person.last_t != self._previous_t:
                 person.held = person.required = None  # back after a gap: nothing to date changes from
-            # Items: raw presence (an item that fits a neighbour too keeps an item worn, but does not
-            # make one that was missing worn: it is likely the neighbour's), then worn-with-hold.
-            now = present[p] & ~(contested[p] & ((t - person.seen) > hold))
-            person.seen[now] = t
-            person.gone[~now & (person.gone < person.seen)] = t
-            held = (t - person.seen) <= hold
+            held = self._worn(person, present[p], contested[p], t)
             # Requirements by the zones the feet stand in.
             flags = inside[p]
             zone = None
@@ -383,77 +419,167 @@ class PpeRules:
                 required = self._default_required
             if zone is None and True in flags:
                 zone = zone_ids[flags.index(True)]
-            box = track.box
             missing = required & ~held
-            if missing.any():
-                names = tuple(item for item, flag in zip(self._items, missing) if flag)
-                key = (tid, names)
-                missing_active[key] = {
-                    "track_id": tid, "zone": zone, "box": box, "episode": f"{tid}:{'+'.join(names)}",
-                    "attributes": {"items": list(names),
-                                   "required": [item for item, flag in zip(self._items, required) if flag]},
-                }
-                confidence[key] = track.confidence
-                if key not in open_missing:
-                    created[key] = self._began(person, held, required, missing, t)
+            names = tuple(item for item, flag in zip(self._items, missing) if flag)
+            lacking.append(_Lacking(p, person, tid, names, missing, self._began(person, held, required, missing, t),
+                                    required, zone))
             if person.held is not None:
-                self._end_previous_at_last_sighting(person, tid, held, required)
+                self._end_previous_at_last_sighting(person, held, required)
             person.held, person.required = held, required
             if improper[p]:
                 key = (tid,)
-                improper_active[key] = {"track_id": tid, "zone": zone, "box": box, "episode": str(tid),
+                improper_active[key] = {"track_id": tid, "zone": zone, "box": track.box, "episode": str(tid),
                                         "attributes": {"items": [s.improper_item]}}
                 confidence[key] = track.confidence
             findings += self._hygiene(person, track, t, wash is not None and flags[wash],
                                       clean is not None and flags[clean], view)
             person.last_t, person.box = t, track.box
-        self._carry_unseen(t, set(people), missing_active, improper_active)
-        transitions = self._missing.step(t, missing_active, confidence)
-        for key, began in created.items():
-            episode = self._missing.open.get(key)
-            if episode is not None and not episode.started and began < episode.began:
-                episode.began = began
-        findings += [self._missing_finding(tr) for tr in transitions]
+        findings += self._observe_missing(t, persons, boxes, lacking, set(people))
+        self._carry_unseen(self._improper.open, t, set(people), improper_active)
         findings += [self._improper_finding(tr) for tr in self._improper.step(t, improper_active, confidence)]
         return findings
 
-    def _carry_unseen(self, t: float, seen: set[int], missing_active: dict[Hashable, dict[str, Any]],
-                      improper_active: dict[Hashable, dict[str, Any]]) -> None:
+    def _observe_missing(self, t: float, persons: list[Track], boxes: np.ndarray, lacking: list[_Lacking],
+                         seen: set[int]) -> list[Finding]:
+        """Missing-item situations. A situation is a set of missing items on someone, followed from frame
+        to frame by the person who showed it last, or else by place: someone near where it was last seen
+        who lacks the same items continues it, whatever their track id (in a crowd the tracker's ids change
+        hands; the missing items stay with the person). A person who lacks something else for a while (a
+        neighbour's glove fits them, the detector misses an item) keeps their reported situation open; if
+        that lasts the grace time, it is a new situation, and the one before ends where the new one began."""
+        episodes = self._missing.open
+        claims: list[tuple[float, int, Hashable]] = []
+        for k, lack in enumerate(lacking):
+            if not lack.names:
+                continue
+            own = (lack.person.situation, lack.person.kept)
+            for key, episode in episodes.items():
+                if episode.payload["names"] != lack.names:
+                    continue
+                if key in own:
+                    claims.append((-1.0, k, key))
+                    continue
+                d = self._walked(episode.payload["box"], boxes[lack.row], t - episode.last_seen)
+                if d <= 1.0:
+                    claims.append((d, k, key))
+        claims.sort(key=lambda c: c[0])
+        shows: dict[int, Hashable] = {}
+        claimed: set[Hashable] = set()
+        for _, k, key in claims:
+            if k not in shows and key not in claimed:
+                shows[k] = key
+                claimed.add(key)
+        active: dict[Hashable, dict[str, Any]] = {}
+        confidence: dict[Hashable, float] = {}
+        created: dict[Hashable, float] = {}
+        replaces: dict[Hashable, _Lacking] = {}  # a new situation -> whose kept one it ends once it starts
+        waiting: list[Hashable] = []
+        for k, lack in enumerate(lacking):
+            person = lack.person
+            if not lack.names:
+                person.situation = person.kept = None
+                continue
+            key = shows.get(k)
+            if key is None:
+                key = ("situation", next(self._situation_ids))
+                created[key] = lack.began
+            track = persons[lack.row]
+            active[key] = {
+                "track_id": lack.person_id, "person": lack.person_id, "names": lack.names, "zone": lack.zone,
+                "box": track.box, "episode": f"{key[1]}:{'+'.join(lack.names)}",  # type: ignore[index]
+                "attributes": {"items": list(lack.names),
+                               "required": [item for item, flag in zip(self._items, lack.required) if flag]},
+            }
+            confidence[key] = track.confidence
+            if key in episodes and not episodes[key].started and (person.seen[lack.missing] == t).any():
+                # one of the items is on the person right now (not yet for long enough to count):
+                # a new situation neither starts nor lapses while so
+                del active[key]
+                waiting.append(key)
+            kept = person.kept if person.kept is not None else person.situation
+            if kept is not None and kept != key and kept not in claimed and kept in episodes \
+                    and episodes[kept].started:
+                claimed.add(kept)
+                person.kept = kept
+                replaces[key] = lack
+            else:
+                person.kept = None
+            person.situation = key
+        self._carry_unseen(episodes, t, seen, active)
+        for key in [k for k, e in episodes.items() if not e.started and k not in active and k not in waiting]:
+            self._missing.finish(key, t)  # not shown in this frame: a new situation must hold without a break
+        keeping = [lack.person.kept for lack in replaces.values()] + waiting
+        transitions = self._missing.step(t, active, confidence, kept=keeping)
+        for key, began in created.items():
+            episode = episodes.get(key)
+            if episode is not None and not episode.started and began < episode.began:
+                episode.began = began
+        findings = []
+        for tr in transitions:
+            lack = replaces.get(tr.episode.key)
+            if tr.phase == "start" and lack is not None and lack.person.kept is not None:
+                ended = self._missing.finish(lack.person.kept, tr.episode.began)
+                lack.person.kept = None
+                if ended is not None:
+                    findings.append(self._missing_finding(ended))
+            findings.append(self._missing_finding(tr))
+        return findings
+
+    def _carry_unseen(self, episodes: Mapping[Hashable, Any], t: float, seen: set[int],
+                      active: dict[Hashable, dict[str, Any]]) -> None:
         """A person out of sight for up to ``stitch_gap_s`` (behind someone, missed by the detector)
         still lacks what they lacked: their open episodes go on (and end at most that much late)."""
-        for episodes, active in ((self._missing.open, missing_active), (self._improper.open, improper_active)):
-            for key, episode in episodes.items():
-                person_id = key[0]  # type: ignore[index]
-                person = self._people.get(person_id)
-                if (person_id not in seen and key not in active and person is not None
-                        and t - person.last_t <= self.settings.stitch_gap_s):
-                    active[key] = episode.payload
+        for key, episode in episodes.items():
+            person_id = episode.payload["track_id"]
+            person = self._people.get(person_id)
+            if (person_id not in seen and key not in active and person is not None
+                    and t - person.last_t <= self.settings.stitch_gap_s):
+                active[key] = episode.payload
+
+    def _worn(self, person: _Person, present: np.ndarray, contested: np.ndarray, t: float) -> np.ndarray:
+        """[items] what the person wears now, by the evidence of the frames so far. An item that fits a
+        neighbour too counts as seen only if the person wore it already (else it is likely the
+        neighbour's)."""
+        worn = person.worn
+        now = present & ~contested if worn is None else present & ~(contested & ~worn)
+        run = now & (person.seen < person.last_t)  # not seen in the person's previous frame
+        person.since[run], person.before[run] = t, person.last_t
+        person.seen[now] = t
+        person.gone[~now & (person.gone < person.seen)] = t
+        if worn is None or person.evidence is None:  # first seen
+            person.evidence, person.worn = now.astype(np.float64), now.copy()
+            return person.worn
+        memory = self.settings.item_memory_s
+        weight = 1.0 if memory <= 0 else 1.0 - math.exp(-max(t - person.last_t, 0.0) / memory)  # a gap weighs more
+        person.evidence += weight * (now - person.evidence)
+        person.worn = np.where(worn, person.evidence > _MISSING_BELOW, person.evidence >= _WORN_ABOVE)
+        return person.worn
 
     def _began(self, person: _Person, held: np.ndarray, required: np.ndarray, missing: np.ndarray,
                t: float) -> float:
-        """When a missing set seen for the first time really began: if it grew only because
-        items' holds ran out (nothing appeared, the requirements did not change), at the first
-        frame without those items; else now."""
+        """When a missing set seen for the first time really began. The evidence takes a few frames to
+        turn: an item taken off went missing at the first frame without it, one put on was worn from
+        the first frame of the sightings that made it worn. Where the requirements changed, now."""
         if person.held is None or person.required is None or not np.array_equal(required, person.required):
             return t
-        newly = missing & person.held
-        if not newly.any() or (held & ~person.held & required).any():
+        lost, put_on = missing & person.held, held & ~person.held & required
+        if not (lost.any() or put_on.any()):
             return t
-        return float(person.gone[newly].max())
+        return float(max(person.gone[lost].max(initial=-math.inf), person.since[put_on].max(initial=-math.inf)))
 
-    def _end_previous_at_last_sighting(self, person: _Person, tid: int, held: np.ndarray,
-                                       required: np.ndarray) -> None:
-        """Items whose hold ran out this frame: the situation before (worn) ended when they
-        were last seen, not when the hold ran out."""
+    def _end_previous_at_last_sighting(self, person: _Person, held: np.ndarray, required: np.ndarray) -> None:
+        """Items that turned this frame: the situation before ended at the last frame before the turn
+        (the last sighting of an item taken off, the frame before the first sighting of one put on),
+        not when the evidence turned."""
         assert person.held is not None and person.required is not None
-        lost = person.held & ~held & required & person.required
-        if not lost.any():
+        both = required & person.required
+        lost, put_on = person.held & ~held & both, held & ~person.held & both
+        if not (lost.any() or put_on.any()):
             return
-        previous = person.required & ~person.held
-        names = tuple(item for item, flag in zip(self._items, previous) if flag)
-        episode = self._missing.open.get((tid, names))
+        episode = self._missing.open.get(person.situation)
         if episode is not None:
-            episode.last_seen = max(episode.began, min(episode.last_seen, float(person.seen[lost].min())))
+            last = min(person.seen[lost].min(initial=math.inf), person.before[put_on].min(initial=math.inf))
+            episode.last_seen = max(episode.began, min(episode.last_seen, float(last)))
 
     def _hygiene(self, person: _Person, track: Track, t: float, in_wash: bool, in_clean: bool,
                  view: FrameView) -> list[Finding]:

@@ -53,3 +53,19 @@ def test_a_condition_seen_over_a_window_counts_its_grace_from_its_onset():
     tracker = EpisodeTracker(Timing(start_after_s=2.0, end_after_s=1.0))
     assert [tr.episode.began for tr in tracker.step(3.0, {"k": {}}, onset={"k": 9.0})] == []
     assert tracker.open["k"].began == 3.0  # an onset after now is now
+
+
+def test_a_kept_episode_neither_ends_nor_moves_on_and_finish_ends_it_as_of_a_time():
+    tracker = EpisodeTracker(Timing(start_after_s=1.0, end_after_s=1.0))
+    for t in (0.0, 0.5, 1.0):
+        tracker.step(t, {"a": {}})
+    # not seen for 3 s, but kept (something may be replacing it): still open, last seen at 1.0
+    for t in (1.5, 2.0, 3.0, 4.0):
+        assert tracker.step(t, {}, kept=["a"]) == []
+    assert tracker.open["a"].last_seen == 1.0
+    ended = tracker.finish("a", 0.8)
+    assert ended is not None and (ended.phase, ended.at) == ("end", 0.8)
+    assert "a" not in tracker.open and tracker.finish("a", 5.0) is None
+    # an episode that never started ends without a word
+    tracker.step(5.0, {"b": {}})
+    assert tracker.finish("b", 5.0) is None and "b" not in tracker.open

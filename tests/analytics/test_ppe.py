@@ -15,7 +15,7 @@ from appliance.analytics.stream import StreamAnalytics, ZoneSpec
 from appliance.clock import ManualClock
 from appliance.events.factory import EventFactory
 from appliance.tracking.tracker import Tracker, TrackerSettings, iou_matrix
-from appliance.types import Detection, Event, FrameResult
+from appliance.types import Detection, Event, FrameResult, Track
 from tools.scenes.cleanroom import CleanRoomScene
 
 FPS = 5
@@ -381,3 +381,51 @@ def test_perfect_detections_of_a_clean_room_give_the_scene_timeline(seed: int, p
     assert kinds["ppe.missing_item"] and kinds["ppe.improper"] and kinds["hygiene.sequence_violation"]
     assert kinds["fire.detected"] == kinds["smoke.detected"] == 1
     assert all(o[5]["box"] for o in ours)
+
+
+class BackendRun(Run):
+    """A run on tracks the backend gives (nvtracker's ids under DeepStream), so a test can swap them."""
+
+    def __init__(self, settings: PpeSettings | None = None) -> None:
+        super().__init__(settings)
+        self.analytics.tracker = None
+
+
+def tracked(i: int, people: list[tuple[int, list[Detection]]]) -> FrameResult:
+    """A frame whose person tracks carry the given ids."""
+    result = frame(i, [d for _, detections in people for d in detections])
+    result.tracks = [Track(track_id, "person", 0.9, detections[0].box, i) for track_id, detections in people]
+    return result
+
+
+def test_a_missing_item_situation_stays_with_the_person_when_track_ids_change_hands():
+    # A (no mask) and B (no gloves) stand apart; at 4 s the tracker swaps their ids, at 7 s back again
+    def at(i: int) -> FrameResult:
+        swapped = 20 <= i < 35
+        a, b = person(300, 300, drop=("mask",)), person(700, 300, drop=("gloves",))
+        return tracked(i, [(2, a), (1, b)] if swapped else [(1, a), (2, b)])
+
+    run = BackendRun().feed(at(i) for i in range(50)).close()
+    events = run.of("ppe.missing_item")
+    assert sorted((e.phase, tuple(e.attributes["items"]), e.attributes["box"][0]) for e in events) == [
+        ("end", ("gloves",), 700), ("end", ("mask",), 300), ("start", ("gloves",), 700), ("start", ("mask",), 300)]
+    assert all(e.attributes["stream_time_s"] == 0.0 for e in events)
+
+
+def test_a_glimpse_of_a_missing_item_does_not_split_the_event():
+    # no gloves; the detector sees a glove on the person in four frames in a row (0.8 s)
+    def scene(t: float) -> list[Detection]:
+        return person(400, 300, drop=() if 20 <= round(t * FPS) < 24 else ("gloves",))
+
+    run = Run().feed(scripted(10, scene)).close()
+    assert start_end(run.of("ppe.missing_item")) == [("start", 0.0, None), ("end", 0.0, 9.8)]
+
+
+def test_something_else_missing_for_less_than_the_grace_keeps_the_situation():
+    # no mask all along; the gloves are missed for 1.6 s: the situation stays "mask", one event
+    def scene(t: float) -> list[Detection]:
+        return person(400, 300, drop=("mask", "gloves") if 4.0 <= t < 5.6 else ("mask",))
+
+    run = Run().feed(scripted(10, scene)).close()
+    assert [(e.phase, e.attributes["items"]) for e in run.events] == [("start", ["mask"]), ("end", ["mask"])]
+    assert run.events[1].attributes["stream_end_s"] == 9.8
