@@ -25,8 +25,15 @@ class Track:
     track_id: int
     label: str
     confidence: float
-    box: Box
+    box: Box  # the tracker's estimate (smoothed)
     age_frames: int = 0
+    detected: Box | None = None  # the box of the detection it matched in this frame, where known
+
+    @property
+    def seen_box(self) -> Box:
+        """Where the object was seen in this frame: the detection's box if known (a crop for a
+        second-stage model is cut around it), else the tracker's estimate."""
+        return self.detected if self.detected is not None else self.box
 
 
 @dataclass(slots=True)

@@ -411,7 +411,7 @@ class DefectRules:
                 log.error("stream %s: the backend keeps no frames; parts are not checked for anomalies",
                           self.stream_id)
             return []
-        seen = self.inspector.inspect(rgb, track.box)
+        seen = self.inspector.inspect(rgb, track.seen_box)
         if self.metrics is not None:
             self.metrics.anomaly_score.labels(self.stream_id, line_id).observe(seen.score)
         if not seen.anomalous:
@@ -532,7 +532,7 @@ class DefectRules:
                 log.error("stream %s: the backend keeps no frames; tools are recorded as %r", self.stream_id,
                           UNCHECKED)
             return UNCHECKED
-        verdict = classifier.classify(rgb, track.box)
+        verdict = classifier.classify(rgb, track.seen_box)
         return verdict.label if verdict.confidence >= classifier.threshold else None
 
     def _same_tool(self, t: float, track: Track, record: _Tool, revived: bool = False) -> bool:

@@ -167,8 +167,10 @@ class Tracker:
         out_boxes = kalman.states_to_boxes(self._mean[shown]).tolist()
         ids, ages = self._ids[shown].tolist(), self._ages[shown].tolist()
         confidences = self._confidences[shown].tolist()
+        # the detection each shown track matched (matched tracks are never dropped), or was born of
+        found = boxes[np.concatenate([matched_det[matched_det >= 0], new])].tolist()
         return [
-            Track(ids[i], self._labels[t], confidences[i], tuple(out_boxes[i]), ages[i])
+            Track(ids[i], self._labels[t], confidences[i], tuple(out_boxes[i]), ages[i], tuple(found[i]))
             for i, t in enumerate(shown.tolist())
         ]
 

@@ -90,3 +90,14 @@ def test_two_parts_side_by_side_on_a_fast_belt_do_not_swap():
             history.setdefault(t.track_id, []).append(t.box[1])
     assert len(history) == 2
     assert all(max(ys) - min(ys) < 5 for ys in history.values())
+
+
+def test_a_track_knows_the_box_of_the_detection_it_matched():
+    tracker = Tracker()
+    for step in range(6):  # a box walking 12 px a frame, its height wobbling: the estimate is smoothed
+        box = (100.0 + 12 * step, 50.0, 140.0 + 12 * step, 130.0 + (6 if step % 2 else 0))
+        (track,) = tracker.update([Detection("part", 0.9, box), Detection("part", 0.2, (400, 400, 420, 420))])
+        assert track.detected == box and track.seen_box == box
+    assert track.box != track.detected  # the estimate is not the measurement
+    (born,) = Tracker().update([Detection("part", 0.9, (0, 0, 10, 10))])
+    assert born.detected == (0, 0, 10, 10)  # a new track: the detection it was born of
