@@ -123,6 +123,7 @@ class _Person:
     evidence: np.ndarray | None = None  # [items] moving average of being seen (1) or not (0)
     worn: np.ndarray | None = None  # [items] worn, by the evidence (with hysteresis)
     held: np.ndarray | None = None  # [items] worn in the person's previous frame
+    odd: bool = False  # in the previous frame, items appeared as others vanished
     required: np.ndarray | None = None  # [items] required in the previous frame
     wash_run: float = 0.0  # the current continuous stay in the wash zone
     wash_best: float = 0.0  # the longest stay since the start or since leaving the clean zone
@@ -547,6 +548,12 @@ class PpeRules:
         person.seen[now] = t
         person.gone[~now & (person.gone < person.seen)] = t
         if worn is None or person.evidence is None:  # first seen
+            person.evidence, person.worn = now.astype(np.float64), now.copy()
+            return person.worn
+        odd, person.odd = person.odd, bool((now & ~worn).any() and (~now & worn).any())
+        if odd and person.odd:
+            # items appear as others vanish, two frames running: nobody changes like that, but the
+            # tracker's id has likely passed to someone else (people crossing); what it knew is not theirs
             person.evidence, person.worn = now.astype(np.float64), now.copy()
             return person.worn
         memory = self.settings.item_memory_s

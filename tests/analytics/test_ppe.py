@@ -429,3 +429,18 @@ def test_something_else_missing_for_less_than_the_grace_keeps_the_situation():
     run = Run().feed(scripted(10, scene)).close()
     assert [(e.phase, e.attributes["items"]) for e in run.events] == [("start", ["mask"]), ("end", ["mask"])]
     assert run.events[1].attributes["stream_end_s"] == 9.8
+
+
+def test_when_crossing_people_swap_track_ids_their_situations_stay_with_them():
+    # A (no mask) walks right, B (no gloves, further away) walks left; they pass each other at 4 s,
+    # where the tracker swaps their ids: the id now on A knew B's items, and the other way round
+    def at(i: int) -> FrameResult:
+        t = i / FPS
+        a, b = person(200 + 50 * t, 300, drop=("mask",)), person(600 - 50 * t, 250, drop=("gloves",), scale=0.8)
+        return tracked(i, [(2, a), (1, b)] if t >= 4 else [(1, a), (2, b)])
+
+    run = BackendRun().feed(at(i) for i in range(45)).close()
+    starts = [e for e in run.of("ppe.missing_item") if e.phase == "start"]
+    assert sorted(tuple(e.attributes["items"]) for e in starts) == [("gloves",), ("mask",)], start_end(run.events)
+    ends = {e.attributes["items"][0]: e for e in run.of("ppe.missing_item") if e.phase == "end"}
+    assert ends["mask"].attributes["box"][0] > 500 and ends["gloves"].attributes["box"][0] < 300  # A right, B left
