@@ -37,7 +37,7 @@ from appliance.analytics.base import Finding, FrameView, TimingSettings
 from appliance.analytics.geometry import Zone, anchor_points
 from appliance.analytics.lifecycle import EpisodeTracker, Transition
 from appliance.config.base import Strict
-from appliance.types import Detection, Track
+from appliance.types import Box, Detection, Track
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +114,10 @@ class PpeSettings(Strict):
 class _Person:
     """What the rules remember of one person track."""
 
-    seen: np.ndarray  # [items] stream time each item was last associated
-    gone: np.ndarray  # [items] the first frame without it after that
-    since: np.ndarray  # [items] the first frame of its current run of sightings
-    before: np.ndarray  # [items] the person's frame before that run
+    row: int  # the person's row in the item table
     last_t: float
     box: tuple[float, float, float, float] | None = None  # where the person was last seen
-    evidence: np.ndarray | None = None  # [items] moving average of being seen (1) or not (0)
-    worn: np.ndarray | None = None  # [items] worn, by the evidence (with hysteresis)
     held: np.ndarray | None = None  # [items] worn in the person's previous frame
-    odd: bool = False  # in the previous frame, items appeared as others vanished
     required: np.ndarray | None = None  # [items] required in the previous frame
     wash_run: float = 0.0  # the current continuous stay in the wash zone
     wash_best: float = 0.0  # the longest stay since the start or since leaving the clean zone
@@ -144,6 +138,71 @@ class _Lacking:
     began: float  # when this missing set really began, if it is new
     required: np.ndarray
     zone: str | None
+
+
+_SEEN, _GONE, _SINCE, _BEFORE = range(4)  # the item table's times
+
+
+class _ItemTable:
+    """Every person's item evidence, one row per person, updated for all the people of a frame at once.
+
+    Per item: when it was last seen on the person, the first frame without it after that, the first
+    frame of its current run of sightings and the person's frame before that run; a moving average of
+    being seen (1) or not (0); and whether it counts as worn (with hysteresis on that average)."""
+
+    def __init__(self, items: int) -> None:
+        self._items = items
+        self.times = np.full((0, 4, items), -math.inf)
+        self.evidence = np.zeros((0, items))
+        self.worn = np.zeros((0, items), dtype=bool)
+        self.odd = np.zeros(0, dtype=bool)  # in the row's previous frame, items appeared as others vanished
+        self.fresh = np.zeros(0, dtype=bool)  # no frame yet
+        self._free: list[int] = []
+
+    def take(self) -> int:
+        if not self._free:
+            size = len(self.fresh)
+            grow = max(size, 8)
+            self.times = np.concatenate([self.times, np.full((grow, 4, self._items), -math.inf)])
+            self.evidence = np.concatenate([self.evidence, np.zeros((grow, self._items))])
+            self.worn = np.concatenate([self.worn, np.zeros((grow, self._items), dtype=bool)])
+            self.odd = np.concatenate([self.odd, np.zeros(grow, dtype=bool)])
+            self.fresh = np.concatenate([self.fresh, np.zeros(grow, dtype=bool)])
+            self._free = list(range(size + grow - 1, size - 1, -1))
+        row = self._free.pop()
+        self.times[row] = -math.inf
+        self.evidence[row], self.worn[row], self.odd[row], self.fresh[row] = 0.0, False, False, True
+        return row
+
+    def give_back(self, row: int) -> None:
+        self._free.append(row)
+
+    def update(self, rows: np.ndarray, present: np.ndarray, contested: np.ndarray, t: float, last: np.ndarray,
+               memory: float) -> np.ndarray:
+        """[P, items] what the people in ``rows`` wear now, given what this frame shows on them (an item
+        that fits a neighbour too counts as seen only if the person wore it already: else it is likely
+        the neighbour's); ``last``: each one's previous frame."""
+        worn = self.worn[rows]
+        now = present & ~(contested & ~worn)
+        times = self.times[rows]
+        seen, gone = times[:, _SEEN], times[:, _GONE]
+        run = now & (seen < last[:, None])  # not seen in the person's previous frame
+        times[:, _SINCE] = np.where(run, t, times[:, _SINCE])
+        times[:, _BEFORE] = np.where(run, last[:, None], times[:, _BEFORE])
+        seen = times[:, _SEEN] = np.where(now, t, seen)
+        times[:, _GONE] = np.where(~now & (gone < seen), t, gone)
+        self.times[rows] = times
+        # items appear as others vanish, two frames running: nobody changes like that, but the tracker's
+        # id has likely passed to someone else (people crossing); what it knew is not this person's
+        odd = (now & ~worn).any(axis=1) & (~now & worn).any(axis=1)
+        afresh = (self.fresh[rows] | (odd & self.odd[rows]))[:, None]
+        self.odd[rows], self.fresh[rows] = odd, False
+        weight = 1.0 - np.exp(-np.maximum(t - last, 0.0) / memory) if memory > 0 else np.ones(len(rows))
+        evidence = self.evidence[rows]
+        evidence = np.where(afresh, now, evidence + weight[:, None] * (now - evidence))  # a gap weighs more
+        worn = np.where(afresh, now, np.where(worn, evidence > _MISSING_BELOW, evidence >= _WORN_ABOVE))
+        self.evidence[rows], self.worn[rows] = evidence, worn
+        return worn
 
 
 class _ZoneTable:
@@ -207,6 +266,7 @@ class PpeRules:
         self._fire = EpisodeTracker(s.fire_timing.timing())
         self._people: dict[int, _Person] = {}  # by person id (the first track id of the person)
         self._situation_ids = itertools.count(1)
+        self._table = _ItemTable(len(items))
         self._identity: dict[int, int] = {}  # track id -> person id
         self._last_t: float | None = None
         self._previous_t: float | None = None  # the stream's previous analyzed frame
@@ -244,7 +304,7 @@ class PpeRules:
         forgotten = {k for k, p in self._people.items() if t - p.last_t > self.settings.forget_after_s}
         if forgotten:
             for person_id in forgotten:
-                del self._people[person_id]
+                self._table.give_back(self._people.pop(person_id).row)
             self._identity = {k: v for k, v in self._identity.items() if v not in forgotten}
         return findings
 
@@ -253,6 +313,7 @@ class PpeRules:
         findings += [self._improper_finding(tr) for tr in self._improper.close_all()]
         findings += [self._fire_finding(tr) for tr in self._fire.close_all()]
         self._people.clear()
+        self._table = _ItemTable(len(self._items))
         self._identity.clear()
         self._last_t = None
         return findings
@@ -348,9 +409,10 @@ class PpeRules:
         taken = {i for i in ids if i is not None}
         for p, person_id in enumerate(ids):
             person = self._people.get(person_id) if person_id is not None else None
-            if person is not None and person.box is not None and self._walked(person.box, boxes[p],
+            if person is not None and person.box is not None and self._walked(person.box, persons[p].box,
                                                                                t - person.last_t) > 1.0:
-                del self._people[person_id]  # farther than anyone walks: the tracker's id passed to someone else
+                # farther than anyone walks: the tracker's id passed to someone else
+                self._table.give_back(self._people.pop(person_id).row)
         for p, track in enumerate(persons):
             if ids[p] is not None:
                 continue
@@ -368,12 +430,12 @@ class PpeRules:
             taken.add(best)
         return ids  # type: ignore[return-value]
 
-    def _walked(self, before: tuple[float, float, float, float] | np.ndarray, box: np.ndarray, dt: float) -> float:
+    def _walked(self, before: Box, box: Box, dt: float) -> float:
         """How far a person would have walked from ``before`` to ``box`` in ``dt`` seconds, as a share of
         how far one may (``situation_radius`` plus ``situation_speed`` per second, in box heights)."""
         s = self.settings
         x1, y1, x2, y2 = before
-        h = max(float(box[3] - box[1]), 1.0)
+        h = max(box[3] - box[1], 1.0)
         d = math.hypot((box[0] + box[2] - x1 - x2) / 2, (box[1] + box[3] - y1 - y2) / 2) / h
         return d / max(s.situation_radius + s.situation_speed * max(dt, 0.0), _EPS)
 
@@ -399,15 +461,18 @@ class PpeRules:
         lacking: list[_Lacking] = []
         improper_active: dict[Hashable, dict[str, Any]] = {}
         confidence: dict[Hashable, float] = {}
-        for p, track in enumerate(persons):
-            tid = people[p]
+        them: list[_Person] = []
+        for tid in people:
             person = self._people.get(tid)
             if person is None:
-                n = len(self._items)
-                person = self._people[tid] = _Person(*(np.full(n, -math.inf) for _ in range(4)), last_t=t)
+                person = self._people[tid] = _Person(self._table.take(), t)
             elif person.last_t != self._previous_t:
                 person.held = person.required = None  # back after a gap: nothing to date changes from
-            held = self._worn(person, present[p], contested[p], t)
+            them.append(person)
+        worn = self._table.update(np.array([person.row for person in them], dtype=np.int64), present, contested,
+                                  t, np.array([person.last_t for person in them]), s.item_memory_s)
+        for p, track in enumerate(persons):
+            tid, person, held = people[p], them[p], worn[p]
             # Requirements by the zones the feet stand in.
             flags = inside[p]
             zone = None
@@ -421,11 +486,9 @@ class PpeRules:
             if zone is None and True in flags:
                 zone = zone_ids[flags.index(True)]
             missing = required & ~held
-            names = tuple(item for item, flag in zip(self._items, missing) if flag)
-            lacking.append(_Lacking(p, person, tid, names, missing, self._began(person, held, required, missing, t),
+            names = tuple(item for item, flag in zip(self._items, missing.tolist()) if flag)
+            lacking.append(_Lacking(p, person, tid, names, missing, self._turned(person, held, required, t),
                                     required, zone))
-            if person.held is not None:
-                self._end_previous_at_last_sighting(person, held, required)
             person.held, person.required = held, required
             if improper[p]:
                 key = (tid,)
@@ -460,7 +523,7 @@ class PpeRules:
                 if key in own:
                     claims.append((-1.0, k, key))
                     continue
-                d = self._walked(episode.payload["box"], boxes[lack.row], t - episode.last_seen)
+                d = self._walked(episode.payload["box"], persons[lack.row].box, t - episode.last_seen)
                 if d <= 1.0:
                     claims.append((d, k, key))
         claims.sort(key=lambda c: c[0])
@@ -492,7 +555,8 @@ class PpeRules:
                                "required": [item for item, flag in zip(self._items, lack.required) if flag]},
             }
             confidence[key] = track.confidence
-            if key in episodes and not episodes[key].started and (person.seen[lack.missing] == t).any():
+            if key in episodes and not episodes[key].started and (
+                    self._table.times[person.row, _SEEN, lack.missing] == t).any():
                 # one of the items is on the person right now (not yet for long enough to count):
                 # a new situation neither starts nor lapses while so
                 del active[key]
@@ -537,56 +601,27 @@ class PpeRules:
                     and t - person.last_t <= self.settings.stitch_gap_s):
                 active[key] = episode.payload
 
-    def _worn(self, person: _Person, present: np.ndarray, contested: np.ndarray, t: float) -> np.ndarray:
-        """[items] what the person wears now, by the evidence of the frames so far. An item that fits a
-        neighbour too counts as seen only if the person wore it already (else it is likely the
-        neighbour's)."""
-        worn = person.worn
-        now = present & ~contested if worn is None else present & ~(contested & ~worn)
-        run = now & (person.seen < person.last_t)  # not seen in the person's previous frame
-        person.since[run], person.before[run] = t, person.last_t
-        person.seen[now] = t
-        person.gone[~now & (person.gone < person.seen)] = t
-        if worn is None or person.evidence is None:  # first seen
-            person.evidence, person.worn = now.astype(np.float64), now.copy()
-            return person.worn
-        odd, person.odd = person.odd, bool((now & ~worn).any() and (~now & worn).any())
-        if odd and person.odd:
-            # items appear as others vanish, two frames running: nobody changes like that, but the
-            # tracker's id has likely passed to someone else (people crossing); what it knew is not theirs
-            person.evidence, person.worn = now.astype(np.float64), now.copy()
-            return person.worn
-        memory = self.settings.item_memory_s
-        weight = 1.0 if memory <= 0 else 1.0 - math.exp(-max(t - person.last_t, 0.0) / memory)  # a gap weighs more
-        person.evidence += weight * (now - person.evidence)
-        person.worn = np.where(worn, person.evidence > _MISSING_BELOW, person.evidence >= _WORN_ABOVE)
-        return person.worn
-
-    def _began(self, person: _Person, held: np.ndarray, required: np.ndarray, missing: np.ndarray,
-               t: float) -> float:
-        """When a missing set seen for the first time really began. The evidence takes a few frames to
-        turn: an item taken off went missing at the first frame without it, one put on was worn from
-        the first frame of the sightings that made it worn. Where the requirements changed, now."""
-        if person.held is None or person.required is None or not np.array_equal(required, person.required):
+    def _turned(self, person: _Person, held: np.ndarray, required: np.ndarray, t: float) -> float:
+        """When the person's missing set, if it changed in this frame, really began (now, if nothing
+        turned or the requirements changed). The evidence takes a few frames to turn: an item taken off
+        went missing at the first frame without it, one put on was worn from the first frame of the
+        sightings that made it worn; the situation before ended at the last frame before the turn."""
+        before, needed = person.held, person.required
+        if before is None or needed is None or not (required is needed or np.array_equal(required, needed)):
             return t
-        lost, put_on = missing & person.held, held & ~person.held & required
-        if not (lost.any() or put_on.any()):
+        changed = held ^ before
+        if not changed.any():
             return t
-        return float(max(person.gone[lost].max(initial=-math.inf), person.since[put_on].max(initial=-math.inf)))
-
-    def _end_previous_at_last_sighting(self, person: _Person, held: np.ndarray, required: np.ndarray) -> None:
-        """Items that turned this frame: the situation before ended at the last frame before the turn
-        (the last sighting of an item taken off, the frame before the first sighting of one put on),
-        not when the evidence turned."""
-        assert person.held is not None and person.required is not None
-        both = required & person.required
-        lost, put_on = person.held & ~held & both, held & ~person.held & both
-        if not (lost.any() or put_on.any()):
-            return
+        changed &= required
+        if not changed.any():
+            return t
+        lost, put_on = changed & before, changed & held
+        times = self._table.times[person.row]
         episode = self._missing.open.get(person.situation)
-        if episode is not None:
-            last = min(person.seen[lost].min(initial=math.inf), person.before[put_on].min(initial=math.inf))
+        if episode is not None:  # the situation before: as of the last frame before the turn
+            last = min(times[_SEEN, lost].min(initial=math.inf), times[_BEFORE, put_on].min(initial=math.inf))
             episode.last_seen = max(episode.began, min(episode.last_seen, float(last)))
+        return float(max(times[_GONE, lost].max(initial=-math.inf), times[_SINCE, put_on].max(initial=-math.inf)))
 
     def _hygiene(self, person: _Person, track: Track, t: float, in_wash: bool, in_clean: bool,
                  view: FrameView) -> list[Finding]:
