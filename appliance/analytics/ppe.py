@@ -8,16 +8,20 @@ lie in the box widened a little; an item that fits several people goes to the on
 whose expected spot for it is nearest (in units of each person's box).
 
 An item that fits two people about as well (side by side, one's glove lies in the
-other's box at the same height) is given to one of them but is *contested*: it keeps an item worn that its person wore
-already, and does not make a missing item worn (it is likely the neighbour's).
+other's box at the same height) is given to one of them but is *contested*: it keeps
+an item worn that its person wore already, and does not make a missing item worn (it
+is likely the neighbour's).
 
-Per person, an item counts as worn while it was seen within ``item_hold_s`` (a glove
-the detector misses for a frame neither ends one episode nor starts another); the
+Per person, each item's evidence is a moving average of whether it was seen
+(``item_memory_s``), with hysteresis between worn and missing: a glove the detector
+misses for a moment, or a neighbour's that fits for a moment, changes nothing. The
 missing set (required items, by the zone the person's feet stand in, minus those
-worn) is an episode key ``(track, items)`` with grace and hysteresis, so one real
-situation makes one event. When an item drops out, the new situation is dated back
-to the first frame without it and the old one ends at the last frame with it, so the
-hold does not shift the reported times.
+worn) is a *situation*, with grace and hysteresis, so one real situation makes one
+event. A situation is followed by the person who showed it, or else by place and
+item set (in a crowd the tracker's ids change hands; the missing items stay with the
+person). When the evidence turns, the new situation is dated back to the first frame
+without the item (or with it, for one put on) and the old one ends at the frame
+before, so the averaging does not shift the reported times.
 """
 
 from __future__ import annotations
@@ -498,12 +502,12 @@ class PpeRules:
             findings += self._hygiene(person, track, t, wash is not None and flags[wash],
                                       clean is not None and flags[clean], view)
             person.last_t, person.box = t, track.box
-        findings += self._observe_missing(t, persons, boxes, lacking, set(people))
+        findings += self._observe_missing(t, persons, lacking, set(people))
         self._carry_unseen(self._improper.open, t, set(people), improper_active)
         findings += [self._improper_finding(tr) for tr in self._improper.step(t, improper_active, confidence)]
         return findings
 
-    def _observe_missing(self, t: float, persons: list[Track], boxes: np.ndarray, lacking: list[_Lacking],
+    def _observe_missing(self, t: float, persons: list[Track], lacking: list[_Lacking],
                          seen: set[int]) -> list[Finding]:
         """Missing-item situations. A situation is a set of missing items on someone, followed from frame
         to frame by the person who showed it last, or else by place: someone near where it was last seen
