@@ -39,7 +39,7 @@ from scipy.optimize import linear_sum_assignment
 
 from appliance.analytics.base import Finding, FrameView, TimingSettings
 from appliance.analytics.geometry import Zone, anchor_points
-from appliance.analytics.lifecycle import EpisodeTracker, Transition
+from appliance.analytics.lifecycle import Episode, EpisodeTracker, Transition
 from appliance.config.base import Strict
 from appliance.types import Box, Detection, Track
 
@@ -270,6 +270,7 @@ class PpeRules:
         self._fire = EpisodeTracker(s.fire_timing.timing())
         self._people: dict[int, _Person] = {}  # by person id (the first track id of the person)
         self._situation_ids = itertools.count(1)
+        self._name_sets: dict[bytes, tuple[str, ...]] = {}
         self._table = _ItemTable(len(items))
         self._identity: dict[int, int] = {}  # track id -> person id
         self._last_t: float | None = None
@@ -490,7 +491,7 @@ class PpeRules:
             if zone is None and True in flags:
                 zone = zone_ids[flags.index(True)]
             missing = required & ~held
-            names = tuple(item for item, flag in zip(self._items, missing.tolist()) if flag)
+            names = self._names(missing)
             lacking.append(_Lacking(p, person, tid, names, missing, self._turned(person, held, required, t),
                                     required, zone))
             person.held, person.required = held, required
@@ -517,18 +518,20 @@ class PpeRules:
         that lasts the grace time, it is a new situation, and the one before ends where the new one began."""
         episodes = self._missing.open
         claims: list[tuple[float, int, Hashable]] = []
+        by_items: dict[tuple[str, ...], list[tuple[Hashable, Episode]]] = {}
+        for key, episode in episodes.items():
+            by_items.setdefault(episode.payload["names"], []).append((key, episode))
         for k, lack in enumerate(lacking):
             if not lack.names:
                 continue
-            own = (lack.person.situation, lack.person.kept)
-            for key, episode in episodes.items():
-                if episode.payload["names"] != lack.names:
-                    continue
-                if key in own:
+            own = lack.person.situation
+            if own is not None and own in episodes and episodes[own].payload["names"] == lack.names:
+                claims.append((-1.0, k, own))  # the usual case: the person goes on showing their own
+                continue
+            for key, episode in by_items.get(lack.names, ()):
+                if key == lack.person.kept:
                     claims.append((-1.0, k, key))
-                    continue
-                d = self._walked(episode.payload["box"], persons[lack.row].box, t - episode.last_seen)
-                if d <= 1.0:
+                elif (d := self._walked(episode.payload["box"], persons[lack.row].box, t - episode.last_seen)) <= 1.0:
                     claims.append((d, k, key))
         claims.sort(key=lambda c: c[0])
         shows: dict[int, Hashable] = {}
@@ -556,7 +559,7 @@ class PpeRules:
                 "track_id": lack.person_id, "person": lack.person_id, "names": lack.names, "zone": lack.zone,
                 "box": track.box, "episode": f"{key[1]}:{'+'.join(lack.names)}",  # type: ignore[index]
                 "attributes": {"items": list(lack.names),
-                               "required": [item for item, flag in zip(self._items, lack.required) if flag]},
+                               "required": list(self._names(lack.required))},
             }
             confidence[key] = track.confidence
             if key in episodes and not episodes[key].started and (
@@ -593,6 +596,14 @@ class PpeRules:
                     findings.append(self._missing_finding(ended))
             findings.append(self._missing_finding(tr))
         return findings
+
+    def _names(self, flags: np.ndarray) -> tuple[str, ...]:
+        """The items flagged in an [items] bool array (remembered: people lack the same few sets)."""
+        code = flags.tobytes()
+        names = self._name_sets.get(code)
+        if names is None:
+            names = self._name_sets[code] = tuple(item for item, flag in zip(self._items, flags.tolist()) if flag)
+        return names
 
     def _carry_unseen(self, episodes: Mapping[Hashable, Any], t: float, seen: set[int],
                       active: dict[Hashable, dict[str, Any]]) -> None:
