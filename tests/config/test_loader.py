@@ -629,12 +629,7 @@ def test_the_tool_check_names_a_classifier_whose_labels_are_states(site: Path) -
 
 
 def test_a_class_s_own_threshold_names_a_label_of_the_model(site: Path) -> None:
-    text = """\
-models:
-  - id: detector
-    onnx: model.onnx
-    labels: labels.txt
-    input: {width: 640, height: 640}
+    text = MODEL + """\
     class_confidence: {crack: 0.1%s}
 sources:
   - {id: cam1, uri: test://}
