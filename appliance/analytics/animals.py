@@ -268,9 +268,11 @@ class AnimalRules:
     # ------------------------------------------------------------------ per frame
 
     def _measured_boxes(self, view: FrameView, tracks: list[Track]) -> np.ndarray:
-        """The detector's box for each track (the nearest detection, centre within a quarter of the
-        track box's long side), else the track's Kalman-smoothed box: jitter and shaking are measured
-        on what was seen."""
+        """The detector's box for each track, else the track's Kalman-smoothed box: jitter and shaking
+        are measured on what was seen. The detection the tracker matched where it says (the portable
+        tracker does); else the nearest detection, centre within a quarter of the track box's long side."""
+        if all(tr.detected is not None for tr in tracks):
+            return np.array([tr.detected for tr in tracks], dtype=np.float64)
         boxes = np.array([tr.box for tr in tracks], dtype=np.float64)
         detections = [d.box for d in view.result.detections if d.label in self._labels]
         if detections:

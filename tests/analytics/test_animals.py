@@ -20,7 +20,7 @@ from appliance.analytics.stream import StreamAnalytics, ZoneSpec
 from appliance.clock import ManualClock
 from appliance.events.factory import EventFactory
 from appliance.tracking.tracker import Tracker, TrackerSettings, iou_matrix
-from appliance.types import Detection, Event, FrameResult
+from appliance.types import Detection, Event, FrameResult, Track
 
 FPS = 5
 WIDTH, HEIGHT = 640, 480
@@ -382,3 +382,17 @@ def test_cage_scene_truth_as_perfect_detections_matches_the_scene_timeline(seed:
             assert match[0].attributes["expected"] == truth_event.attributes["expected"]
             assert match[0].attributes["seen"] == truth_event.attributes["seen"]
     assert not unmatched, f"reported but not in the timeline: {[(e.kind, e.attributes) for e in unmatched]}"
+
+
+def test_motion_is_measured_on_the_detector_s_boxes() -> None:
+    """The portable tracker says which detection each track matched; tracks from a backend that does
+    not (nvtracker's) take the nearest detection, or keep their own box when none is near."""
+    rules = AnimalRules(AnimalSettings(), "cage1")
+    seen = rodent(300, 200)
+    result = FrameResult("cage1", 0, 0, 0.0, WIDTH, HEIGHT, [seen, rodent(100, 400)])
+    view = FrameView(result, 0.0, {}, {})
+    smoothed = (276.0, 189.0, 326.0, 213.0)
+    matched = [Track(1, "rodent", 0.9, smoothed, 5, detected=seen.box)]
+    assert rules._measured_boxes(view, matched).tolist() == [list(seen.box)]
+    backend = [Track(1, "rodent", 0.9, smoothed, 5), Track(2, "rodent", 0.9, (500.0, 50.0, 550.0, 74.0), 5)]
+    assert rules._measured_boxes(view, backend).tolist() == [list(seen.box), [500.0, 50.0, 550.0, 74.0]]
