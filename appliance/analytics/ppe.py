@@ -128,6 +128,8 @@ class _Person:
     in_clean: bool | None = None  # None: not seen yet
     situation: Hashable | None = None  # the missing-item situation the person showed in their previous frame
     kept: Hashable | None = None  # a reported situation kept open while something else is missing for now
+    improper: Hashable | None = None  # the improper-wearing situation the person showed last
+    renewed: float = -math.inf  # when the person was first seen, or their track id passed to them
 
 
 @dataclass
@@ -161,6 +163,7 @@ class _ItemTable:
         self.worn = np.zeros((0, items), dtype=bool)
         self.odd = np.zeros(0, dtype=bool)  # in the row's previous frame, items appeared as others vanished
         self.fresh = np.zeros(0, dtype=bool)  # no frame yet
+        self.passed = np.zeros(0, dtype=bool)  # [P] in the last update: whose id passed to someone else
         self._free: list[int] = []
 
     def take(self) -> int:
@@ -199,7 +202,8 @@ class _ItemTable:
         # items appear as others vanish, two frames running: nobody changes like that, but the tracker's
         # id has likely passed to someone else (people crossing); what it knew is not this person's
         odd = (now & ~worn).any(axis=1) & (~now & worn).any(axis=1)
-        afresh = (self.fresh[rows] | (odd & self.odd[rows]))[:, None]
+        self.passed = odd & self.odd[rows]
+        afresh = (self.fresh[rows] | self.passed)[:, None]
         self.odd[rows], self.fresh[rows] = odd, False
         weight = 1.0 - np.exp(-np.maximum(t - last, 0.0) / memory) if memory > 0 else np.ones(len(rows))
         evidence = self.evidence[rows]
@@ -271,6 +275,7 @@ class PpeRules:
         self._people: dict[int, _Person] = {}  # by person id (the first track id of the person)
         self._situation_ids = itertools.count(1)
         self._name_sets: dict[bytes, tuple[str, ...]] = {}
+        self._jumped: set[int] = set()  # person ids that jumped in this frame (passed to someone else)
         self._table = _ItemTable(len(items))
         self._identity: dict[int, int] = {}  # track id -> person id
         self._last_t: float | None = None
@@ -412,12 +417,14 @@ class PpeRules:
         s = self.settings
         ids: list[int | None] = [self._identity.get(track.track_id) for track in persons]
         taken = {i for i in ids if i is not None}
+        self._jumped.clear()
         for p, person_id in enumerate(ids):
             person = self._people.get(person_id) if person_id is not None else None
             if person is not None and person.box is not None and self._walked(person.box, persons[p].box,
                                                                                t - person.last_t) > 1.0:
                 # farther than anyone walks: the tracker's id passed to someone else
                 self._table.give_back(self._people.pop(person_id).row)
+                self._jumped.add(person_id)
         for p, track in enumerate(persons):
             if ids[p] is not None:
                 continue
@@ -464,13 +471,12 @@ class PpeRules:
         wash, clean = self._wash_column, self._clean_column
         findings: list[Finding] = []
         lacking: list[_Lacking] = []
-        improper_active: dict[Hashable, dict[str, Any]] = {}
-        confidence: dict[Hashable, float] = {}
+        wrong: list[tuple[int, str | None]] = []  # the people wearing an item wrongly, and their zones
         them: list[_Person] = []
         for tid in people:
             person = self._people.get(tid)
             if person is None:
-                person = self._people[tid] = _Person(self._table.take(), t)
+                person = self._people[tid] = _Person(self._table.take(), t, renewed=t)
             elif person.last_t != self._previous_t:
                 person.held = person.required = None  # back after a gap: nothing to date changes from
             them.append(person)
@@ -496,17 +502,51 @@ class PpeRules:
                                     required, zone))
             person.held, person.required = held, required
             if improper[p]:
-                key = (tid,)
-                improper_active[key] = {"track_id": tid, "zone": zone, "box": track.box, "episode": str(tid),
-                                        "attributes": {"items": [s.improper_item]}}
-                confidence[key] = track.confidence
+                wrong.append((p, zone))
             findings += self._hygiene(person, track, t, wash is not None and flags[wash],
                                       clean is not None and flags[clean], view)
             person.last_t, person.box = t, track.box
         findings += self._observe_missing(t, persons, lacking, set(people))
-        self._carry_unseen(self._improper.open, t, set(people), improper_active)
-        findings += [self._improper_finding(tr) for tr in self._improper.step(t, improper_active, confidence)]
+        findings += self._observe_improper(t, persons, them, people, wrong)
         return findings
+
+    def _observe_improper(self, t: float, persons: list[Track], them: list[_Person], people: list[int],
+                          wrong: list[tuple[int, str | None]]) -> list[Finding]:
+        """Items worn wrongly (a mask under the nose), one situation per person, followed by the person who
+        showed it. Where tracker ids change hands, someone whose id just passed to them (or a new track)
+        continues the nearest situation, within walking distance, of someone out of sight or whose id
+        passed on as well."""
+        passed = self._table.passed.tolist()
+        for person, flag in zip(them, passed):
+            if flag:
+                person.renewed = t
+        in_view = set(people) - self._jumped
+        episodes = self._improper.open
+
+        def orphan(episode: Episode) -> bool:  # its person is out of sight, or their id passed on since
+            holder = self._people.get(episode.payload["track_id"])
+            return episode.payload["track_id"] not in in_view or holder is None or holder.renewed >= episode.last_seen
+
+        active: dict[Hashable, dict[str, Any]] = {}
+        confidence: dict[Hashable, float] = {}
+        for p, zone in sorted(wrong, key=lambda w: them[w[0]].improper not in episodes):  # own ones first
+            person, track = them[p], persons[p]
+            own = episodes.get(person.improper) if person.improper not in active else None
+            key = person.improper if own is not None and (own.started or person.renewed < t) else None
+            if key is None and t - person.renewed <= self.settings.stitch_gap_s:
+                orphans = [(self._walked(e.payload["box"], track.box, t - e.last_seen), k)
+                           for k, e in episodes.items() if k not in active and k != person.improper and orphan(e)]
+                distance, near = min(orphans, default=(math.inf, None), key=lambda o: o[0])
+                key = near if distance <= 1.0 else (person.improper if own is not None else None)
+            if key is None:
+                key = ("improper", next(self._situation_ids))
+            person.improper = key
+            active[key] = {"track_id": people[p], "zone": zone, "box": track.box,
+                           "episode": f"{key[-1]}:{self.settings.improper_item}",  # type: ignore[index]
+                           "attributes": {"items": [self.settings.improper_item]}}
+            confidence[key] = track.confidence
+        self._carry_unseen(episodes, t, set(people), active)
+        return [self._improper_finding(tr) for tr in self._improper.step(t, active, confidence)]
 
     def _observe_missing(self, t: float, persons: list[Track], lacking: list[_Lacking],
                          seen: set[int]) -> list[Finding]:

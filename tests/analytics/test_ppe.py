@@ -444,3 +444,20 @@ def test_when_crossing_people_swap_track_ids_their_situations_stay_with_them():
     assert sorted(tuple(e.attributes["items"]) for e in starts) == [("gloves",), ("mask",)], start_end(run.events)
     ends = {e.attributes["items"][0]: e for e in run.of("ppe.missing_item") if e.phase == "end"}
     assert ends["mask"].attributes["box"][0] > 500 and ends["gloves"].attributes["box"][0] < 300  # A right, B left
+
+
+def test_a_mask_under_the_nose_stays_one_event_when_crossing_people_swap_track_ids():
+    # A wears the mask under the nose and no goggles, B no gloves (what tells them apart); ids swap as they
+    # pass at 4 s
+    def at(i: int) -> FrameResult:
+        t = i / FPS
+        a = person(200 + 50 * t, 300, wears=("helmet", "gloves", "gown", "mask_improper"))
+        b = person(600 - 50 * t, 250, drop=("gloves",), scale=0.8)
+        return tracked(i, [(2, a), (1, b)] if t >= 4 else [(1, a), (2, b)])
+
+    run = BackendRun().feed(at(i) for i in range(45)).close()
+    assert sorted((e.phase, e.attributes["items"][0]) for e in run.of("ppe.missing_item")) == [
+        ("end", "gloves"), ("end", "goggles"), ("start", "gloves"), ("start", "goggles")]
+    events = run.of("ppe.improper")
+    assert [e.phase for e in events] == ["start", "end"], start_end(events)
+    assert events[0].attributes["stream_time_s"] == 0.0 and events[1].attributes["box"][0] > 500  # on A
