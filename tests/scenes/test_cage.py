@@ -204,3 +204,20 @@ def test_missing_interval_matches_absence_from_the_cage(seed: int) -> None:
         assert absent == expected
         if expected:
             assert any(f not in boxes for f in expected)  # it really leaves the frame for a while
+
+
+def test_a_running_animal_goes_round_another_instead_of_standing_pressed_against_it() -> None:
+    """Seed 9603's runner meets an immobile animal two seconds in; it used to stand against it,
+    turning on the spot, for most of its 'hyperactive' bout. Now it covers ground in every second
+    of its bouts but the odd one."""
+    seed, duration = 9603, 40.0
+    runs = [e for e in scene(seed, duration_s=duration).timeline() if e.kind == "animal.hyperactive"]
+    assert runs
+    windows = still = 0
+    for event in runs:
+        path = centres(seed, event.track_id, frames_of(event), duration_s=duration)
+        for i in range(0, len(path) - FPS, FPS // 3):
+            windows += 1
+            still += float(np.hypot(*(path[i + FPS] - path[i]))) < 20.0  # px in one second
+    assert windows > 20
+    assert still <= 0.1 * windows

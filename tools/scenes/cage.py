@@ -44,6 +44,7 @@ _DT = 1.0 / FPS
 _SHIFT = 4
 _SCALE = 1 << _SHIFT
 _MARGIN = 32.0  # how far from the cage walls an animal's centre stays (outside an escape)
+_SIDESTEPS = (0.0, 0.6, -0.6, 1.2, -1.2, 1.8, -1.8)  # headings (radians off course) to go round another animal
 
 # Pose fields, one float each per frame and animal.
 _CX, _CY, _TH, _A, _B, _HD, _HTH, _HA, _HB, _ER, _EL, _EB = range(12)
@@ -336,13 +337,17 @@ class CageScene:
                 away = math.atan2(animal.y - other.y, animal.x - other.x)
                 steer += 2.5 * _wrap(away - animal.th) * (75.0 - d) / 75.0
         animal.th = _wrap(animal.th + (animal.om + steer) * _DT)
-        # Kept inside the walls; one just back from an escape is not pulled in at once.
-        x = animal.x + animal.v * math.cos(animal.th) * _DT
-        y = animal.y + animal.v * math.sin(animal.th) * _DT
-        x = min(max(x, min(lo_x, animal.x)), max(hi_x, animal.x))
-        y = min(max(y, min(lo_y, animal.y)), max(hi_y, animal.y))
-        if not self._blocked(animal, x, y):
-            animal.x, animal.y = x, y
+        # Kept inside the walls; one just back from an escape is not pulled in at once. One that would walk
+        # into another animal goes round it: a walker or runner does not stand pressed against another.
+        for turn in _SIDESTEPS:
+            heading = animal.th + turn
+            x = animal.x + animal.v * math.cos(heading) * _DT
+            y = animal.y + animal.v * math.sin(heading) * _DT
+            x = min(max(x, min(lo_x, animal.x)), max(hi_x, animal.x))
+            y = min(max(y, min(lo_y, animal.y)), max(hi_y, animal.y))
+            if not self._blocked(animal, x, y):
+                animal.x, animal.y, animal.th = x, y, _wrap(heading)
+                break
 
     def _inside(self, animal: _Animal) -> bool:
         x1, y1, x2, y2 = self._cage_box
@@ -397,7 +402,7 @@ class CageScene:
         edge = 12.0
         back_in = (escape["phase"] == "back" and x1 + edge <= animal.x <= x2 - edge
                    and y1 + edge <= animal.y <= y2 - edge)
-        for turn in (0.0, 0.6, -0.6, 1.2, -1.2, 1.8, -1.8):  # sidesteps when another animal is in the way
+        for turn in _SIDESTEPS:
             heading = animal.th + turn
             x, y = animal.x + step * math.cos(heading), animal.y + step * math.sin(heading)
             y = min(max(y, y1 + 30.0), y2 - 30.0)  # it leaves and comes back through a side wall
