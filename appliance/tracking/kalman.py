@@ -26,16 +26,20 @@ PP, PV, VV = 0, 1, 2  # covariance planes: var(position), cov(position, velocity
 
 def boxes_to_measurements(boxes: np.ndarray) -> np.ndarray:
     """[K, 4] x1y1x2y2 → [K, 4] cx, cy, aspect (w/h), h."""
-    w = boxes[:, 2] - boxes[:, 0]
-    h = np.maximum(boxes[:, 3] - boxes[:, 1], 1e-6)
-    return np.stack([boxes[:, 0] + w / 2, boxes[:, 1] + h / 2, w / h, h], axis=1)
+    out = np.empty((len(boxes), 4))
+    size = boxes[:, 2:] - boxes[:, :2]  # w, h
+    out[:, :2] = boxes[:, :2] + size / 2
+    out[:, 3] = np.maximum(size[:, 1], 1e-6)
+    out[:, 2] = size[:, 0] / out[:, 3]
+    return out
 
 
 def states_to_boxes(states: np.ndarray) -> np.ndarray:
     """[T, 8] states → [T, 4] x1y1x2y2."""
-    cx, cy, a, h = states[:, 0], states[:, 1], states[:, 2], np.maximum(states[:, 3], 1e-6)
-    half_w, half_h = a * h / 2, h / 2
-    return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
+    half = np.empty((len(states), 2))
+    half[:, 1] = np.maximum(states[:, 3], 1e-6) / 2
+    half[:, 0] = states[:, 2] * half[:, 1]
+    return np.concatenate([states[:, :2] - half, states[:, :2] + half], axis=1)
 
 
 _BY_HEIGHT = np.array([1.0, 1.0, 0.0, 1.0])  # cx, cy and h scale with the height; the aspect does not
@@ -44,7 +48,7 @@ _ASPECT = np.array([0.0, 0.0, 1.0, 0.0])
 
 def _variance(h: np.ndarray, factor: float, aspect: float) -> np.ndarray:
     """[T, 4] variances: of ``factor * h`` for cx, cy, h; of ``aspect`` for the aspect ratio."""
-    return (h[:, None] * (factor * _BY_HEIGHT) + aspect * _ASPECT) ** 2
+    return (h * h)[:, None] * (factor * factor * _BY_HEIGHT) + aspect * aspect * _ASPECT
 
 
 def initiate(measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,30 +63,30 @@ def initiate(measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, covariance
 
 
+# the planes one step on, before the process noise: var(p + v), cov(p + v, v), var(v)
+_TRANSITION = np.array([[1.0, 2.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
+
+
 def predict(mean: np.ndarray, covariance: np.ndarray, steps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """One frame on (``steps`` 30-fps frames later): positions move by their velocities; uncertainty grows."""
     h = mean[:, 3]
-    pp, pv, vv = covariance[:, PP], covariance[:, PV], covariance[:, VV]
-    predicted = np.empty_like(covariance)
-    predicted[:, PP] = pp + 2 * pv + vv + _variance(h, STD_POSITION, 1e-2)
-    predicted[:, PV] = pv + vv
-    predicted[:, VV] = vv + _variance(h, steps * STD_VELOCITY, 1e-5)
+    predicted = np.matmul(_TRANSITION, covariance)
+    predicted[:, PP] += _variance(h, STD_POSITION, 1e-2)
+    predicted[:, VV] += _variance(h, steps * STD_VELOCITY, 1e-5)
     moved = mean.copy()
     moved[:, :4] += mean[:, 4:]
     return moved, predicted
 
 
+_GAIN_OF, _SCALED = [0, 0, 1], [PP, PV, PV]  # each plane's correction: gain x plane
+
+
 def update(mean: np.ndarray, covariance: np.ndarray, measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Corrects ``[T, 8]`` states with ``[T, 4]`` measured positions."""
-    pp, pv, vv = covariance[:, PP], covariance[:, PV], covariance[:, VV]
-    innovation_var = pp + _variance(mean[:, 3], STD_POSITION, 1e-1)
-    gain_p, gain_v = pp / innovation_var, pv / innovation_var
+    innovation_var = covariance[:, PP] + _variance(mean[:, 3], STD_POSITION, 1e-1)
+    gains = covariance[:, :2] / innovation_var[:, None]  # [T, 2, 4]: of the position, of the velocity
     innovation = measurements - mean[:, :4]
-    corrected = mean.copy()
-    corrected[:, :4] += gain_p * innovation
-    corrected[:, 4:] += gain_v * innovation
-    updated = np.empty_like(covariance)
-    updated[:, PP] = pp * (1 - gain_p)
-    updated[:, PV] = pv * (1 - gain_p)
-    updated[:, VV] = vv - gain_v * pv
+    corrected = mean + (gains * innovation[:, None]).reshape(len(mean), 8)
+    # var(p) (1 - gain_p), cov(p, v) (1 - gain_p), var(v) - gain_v cov(p, v)
+    updated = covariance - gains[:, _GAIN_OF] * covariance[:, _SCALED]
     return corrected, updated

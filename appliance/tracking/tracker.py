@@ -56,18 +56,21 @@ def match_scores(a: np.ndarray, b: np.ndarray, iou_needed: float, reach: float) 
     falling to 0 at ``reach`` times the mean box diagonal (0 when ``reach`` is 0)."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
-    ax1, ay1, ax2, ay2 = a.T[:, :, None]
-    bx1, by1, bx2, by2 = b.T[:, None, :]
-    inter = (np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0.0)
-             * np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0.0))
-    iou = inter / np.maximum((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter, 1e-9)
+    # per box first, then one pass over the pairs (numpy's outer forms of contiguous columns)
+    a, b = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)  # [4, A], [4, B]
+    size_a, size_b = a[2:] - a[:2], b[2:] - b[:2]  # w, h
+    overlap_w = np.minimum.outer(a[2], b[2]) - np.maximum.outer(a[0], b[0])
+    overlap_h = np.minimum.outer(a[3], b[3]) - np.maximum.outer(a[1], b[1])
+    inter = np.maximum(overlap_w, 0.0) * np.maximum(overlap_h, 0.0)
+    union = np.add.outer(size_a[0] * size_a[1], size_b[0] * size_b[1]) - inter
+    iou = inter / np.maximum(union, 1e-9)
     if reach <= 0:
         near = 0.0
-    else:
-        dx, dy = (ax1 + ax2) - (bx1 + bx2), (ay1 + ay2) - (by1 + by2)
-        distance = np.sqrt(dx * dx + dy * dy) / 2  # (hypot is four times slower on this matrix)
-        scale = reach * (np.hypot(ax2 - ax1, ay2 - ay1) + np.hypot(bx2 - bx1, by2 - by1)) / 2
-        near = np.maximum(1 - distance / np.maximum(scale, 1e-9), 0.0)
+    else:  # centre distance over reach x mean diagonal (doubled centres over summed diagonals)
+        dx = np.subtract.outer(a[0] + a[2], b[0] + b[2])
+        dy = np.subtract.outer(a[1] + a[3], b[1] + b[3])
+        scale = np.add.outer(reach * np.hypot(size_a[0], size_a[1]), reach * np.hypot(size_b[0], size_b[1]))
+        near = np.maximum(1 - np.sqrt(dx * dx + dy * dy) / np.maximum(scale, 1e-9), 0.0)
     return np.where(iou >= iou_needed, 1 + iou, near)
 
 
