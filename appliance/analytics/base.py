@@ -24,9 +24,10 @@ class TimingSettings(Strict):
     start_after_s: float = 2.0
     end_after_s: float = 1.0
     update_every_s: float | None = None
+    confirm_gap_s: float | None = None  # a condition not reported yet is forgotten unseen this long (end_after_s)
 
     def timing(self) -> Timing:
-        return Timing(self.start_after_s, self.end_after_s, self.update_every_s)
+        return Timing(self.start_after_s, self.end_after_s, self.update_every_s, self.confirm_gap_s)
 
 
 class Picture(Protocol):

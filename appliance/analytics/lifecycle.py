@@ -3,7 +3,8 @@
 A condition (a person without a mask, smoke in view) is reported only after it
 held for ``start_after_s`` (grace, confirmation) and ends only after it was
 absent for ``end_after_s`` (hysteresis): a detector that flickers for a frame
-neither starts nor ends anything. Times are stream seconds, given by the caller,
+neither starts nor ends anything. While a condition is being confirmed it may go
+unseen for ``confirm_gap_s`` at most (``end_after_s`` unless set). Times are stream seconds, given by the caller,
 so rules are tested without sleeping.
 """
 
@@ -19,6 +20,10 @@ class Timing:
     start_after_s: float = 0.0
     end_after_s: float = 1.0
     update_every_s: float | None = None
+    # while a condition is being confirmed, it may go unseen this long at most (None: end_after_s): a
+    # long end hysteresis (a fire hidden for a while by someone in front of it) must not let sparse
+    # false sightings add up to a confirmation
+    confirm_gap_s: float | None = None
 
 
 @dataclass
@@ -75,8 +80,9 @@ class EpisodeTracker:
             elif timing.update_every_s is not None and t - episode.last_reported >= timing.update_every_s:
                 episode.last_reported = t
                 out.append(Transition("update", episode, t))
+        confirm_gap = timing.end_after_s if timing.confirm_gap_s is None else timing.confirm_gap_s
         for key in [k for k, e in self._open.items() if k not in active and k not in kept
-                    and t - e.last_seen >= timing.end_after_s]:
+                    and t - e.last_seen >= (timing.end_after_s if e.started else confirm_gap)]:
             episode = self._open.pop(key)
             if episode.started:
                 out.append(Transition("end", episode, episode.last_seen))

@@ -84,7 +84,10 @@ class PpeSettings(Strict):
     # view: an entry (except in the stream's first frame). A person first seen inside away from the edges is not.
     entry_from_edge: bool = True
     fire_labels: list[str] = ["fire", "smoke"]  # each makes ``<label>.detected`` events
-    fire_timing: TimingSettings = TimingSettings(start_after_s=1.0, end_after_s=3.0)
+    # a fire or smoke is over only when unseen for 10 s: one hidden for a while by someone who stands in
+    # front of it is the same fire, not a new alarm; it is confirmed by a second's sightings with gaps of 3 s
+    # at most
+    fire_timing: TimingSettings = TimingSettings(start_after_s=1.0, end_after_s=10.0, confirm_gap_s=3.0)
     # Geometry of association, as fractions of the person's box.
     head_items: list[str] = ["helmet", "mask", "mask_improper", "goggles"]
     head_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3  # head items' centres lie in this top part

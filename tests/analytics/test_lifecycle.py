@@ -33,6 +33,19 @@ def test_flicker_inside_the_hysteresis_makes_one_event():
     assert [phase for phase, _, _ in out] == ["start", "end"]
 
 
+def test_sparse_sightings_confirm_nothing_under_a_long_end_hysteresis_with_a_short_confirm_gap():
+    """A false sighting every 2 s for 20 s: with a 10 s end hysteresis alone they would add up to a
+    1 s confirmation; with a 1.5 s confirm gap each is forgotten before the next. A real condition
+    still starts, and then a 4 s gap does not end it."""
+    sparse = lambda t: round(t * 5) % 10 == 0  # noqa: E731
+    long_end = Timing(start_after_s=1.0, end_after_s=10.0)
+    assert run(EpisodeTracker(long_end), frames(20, sparse))[0][0] == "start"
+    gapped = Timing(start_after_s=1.0, end_after_s=10.0, confirm_gap_s=1.5)
+    assert run(EpisodeTracker(gapped), frames(20, sparse)) == []
+    real = run(EpisodeTracker(gapped), frames(30, lambda t: 2 <= t < 6 or 10 <= t < 12))
+    assert real == [("start", 2.0, 3.0), ("end", 2.0, 11.8)]  # one episode through the gap
+
+
 def test_updates_come_at_their_interval_and_close_all_ends_open_episodes():
     tracker = EpisodeTracker(Timing(start_after_s=0.0, end_after_s=1.0, update_every_s=2.0))
     out = run(tracker, frames(7, lambda t: t >= 1))

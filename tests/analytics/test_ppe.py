@@ -301,6 +301,14 @@ def test_flickering_fire_is_one_critical_event():
     assert start.attributes["box"] == [100, 100, 260, 300]
 
 
+def test_a_fire_hidden_for_seconds_by_someone_in_front_of_it_stays_one_alarm():
+    fire = Detection("fire", 0.7, (100, 100, 160, 180))
+    shown = lambda t: [fire] if 1 <= t < 4 or 8 <= t < 12 else []  # noqa: E731 (hidden from 4 to 8 s)
+
+    run = Run(PpeSettings(required=[])).feed(scripted(30, shown)).close()
+    assert start_end(run.events) == [("start", 1.0, None), ("end", 1.0, 11.8)]
+
+
 def test_settings_refuse_half_a_hygiene_sequence_and_unknown_keys():
     with pytest.raises(ValidationError, match="go together"):
         PpeSettings(clean_zone="clean")
