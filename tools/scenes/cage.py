@@ -45,6 +45,8 @@ _SHIFT = 4
 _SCALE = 1 << _SHIFT
 _MARGIN = 32.0  # how far from the cage walls an animal's centre stays (outside an escape)
 _SIDESTEPS = (0.0, 0.6, -0.6, 1.2, -1.2, 1.8, -1.8)  # headings (radians off course) to go round another animal
+_VEERS = _SIDESTEPS[:3]  # a walker's: it turns no faster than this in a frame
+_PATIENCE = 8  # frames a walker keeps running into another animal before it turns away
 
 # Pose fields, one float each per frame and animal.
 _CX, _CY, _TH, _A, _B, _HD, _HTH, _HA, _HB, _ER, _EL, _EB = range(12)
@@ -98,6 +100,7 @@ class _Animal:
         self.vt = self.v
         self.om = 0.0
         self.retarget = 0
+        self.blocked = 0  # frames in a row it could not step on
         self.scale = float(rng.uniform(0.88, 1.08))
         self.strain = strain
         self.phase = rng.uniform(0.0, 2.0 * math.pi, size=6)
@@ -308,7 +311,7 @@ class CageScene:
         if animal.state in ("moving", "hyperactive"):
             self._walk(rng, animal, hyper=animal.state == "hyperactive")
         else:
-            animal.v, animal.om = 0.0, 0.0
+            animal.v, animal.om, animal.blocked = 0.0, 0.0, 0
         return animal.state
 
     def _walk(self, rng: np.random.Generator, animal: _Animal, hyper: bool) -> None:
@@ -338,16 +341,23 @@ class CageScene:
                 steer += 2.5 * _wrap(away - animal.th) * (75.0 - d) / 75.0
         animal.th = _wrap(animal.th + (animal.om + steer) * _DT)
         # Kept inside the walls; one just back from an escape is not pulled in at once. One that would walk
-        # into another animal goes round it: a walker or runner does not stand pressed against another.
-        for turn in _SIDESTEPS:
+        # into another animal waits; if it keeps running into it, it veers off or turns away from it on
+        # the spot: a walker or runner does not stand pressed against another for long.
+        turns = _VEERS if animal.blocked >= _PATIENCE else _VEERS[:1]
+        for turn in turns:
             heading = animal.th + turn
             x = animal.x + animal.v * math.cos(heading) * _DT
             y = animal.y + animal.v * math.sin(heading) * _DT
             x = min(max(x, min(lo_x, animal.x)), max(hi_x, animal.x))
             y = min(max(y, min(lo_y, animal.y)), max(hi_y, animal.y))
             if not self._blocked(animal, x, y):
-                animal.x, animal.y, animal.th = x, y, _wrap(heading)
-                break
+                animal.x, animal.y, animal.th, animal.blocked = x, y, _wrap(heading), 0
+                return
+        animal.blocked += 1
+        if animal.blocked > _PATIENCE:
+            nearest = min(self._neighbours(animal), key=lambda o: math.hypot(animal.x - o.x, animal.y - o.y))
+            away = _wrap(math.atan2(animal.y - nearest.y, animal.x - nearest.x) - animal.th)
+            animal.th = _wrap(animal.th + math.copysign(min(abs(away), _VEERS[1]), away))
 
     def _inside(self, animal: _Animal) -> bool:
         x1, y1, x2, y2 = self._cage_box
