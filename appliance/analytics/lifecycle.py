@@ -4,8 +4,8 @@ A condition (a person without a mask, smoke in view) is reported only after it
 held for ``start_after_s`` (grace, confirmation) and ends only after it was
 absent for ``end_after_s`` (hysteresis): a detector that flickers for a frame
 neither starts nor ends anything. While a condition is being confirmed it may go
-unseen for ``confirm_gap_s`` at most (``end_after_s`` unless set). Times are stream seconds, given by the caller,
-so rules are tested without sleeping.
+unseen for ``confirm_gap_s`` at most (``end_after_s`` unless set). Times are stream
+seconds, given by the caller, so rules are tested without sleeping.
 """
 
 from __future__ import annotations
