@@ -73,6 +73,7 @@ _BODY, _MEASURED, _ANCHOR, _SINCE, _STATE, _DIST_PX, _DIST_BL = 0, 1, slice(2, 4
 _NVALUES = 8
 _NEVER = -1e18  # the stream time of ring entries not written yet (finite: it is multiplied by 0)
 _NEW_VALUES = np.array([0.0, 0.0, np.nan, np.nan, 0.0, MOVING, 0.0, 0.0])
+_SPEED, _RUN, _SHAKE, _GROOM = range(4)  # the windows measured over, in AnimalRules._windows
 
 PositiveSeconds = Annotated[float, Field(gt=0.0, le=86_400.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
@@ -176,6 +177,7 @@ class AnimalRules:
             "animal.grooming": (EpisodeTracker(Timing(s.behaviour_min_s, end)), "info"),
         }
         self._missing = EpisodeTracker(s.missing_timing.timing())
+        self._windows = np.array([s.speed_window_s, s.hyperactive_window_s, s.seizure_window_s, s.grooming_window_s])
         self._zone_edges: tuple[Zone, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._reset()
 
@@ -340,8 +342,8 @@ class AnimalRules:
                 active: dict[str, dict[Hashable, dict[str, Any]]]) -> None:
         """Measures every animal at once, decides its behaviour and collects the episodes' conditions.
 
-        Arrays are planes of [animal, entry] (sums over entries are matrix products with ones,
-        which numpy does far faster than reductions over small axes)."""
+        Arrays are planes of [entry, animal], entries oldest first: numpy's inner loops run along
+        the animals, and slices over entries stay contiguous."""
         s = self.settings
         n = s.history_frames
         slots = np.array([a.slot for a in animals])
@@ -357,15 +359,16 @@ class AnimalRules:
         heads = (heads + 1) % n
         self._heads[slots] = heads
         self._frames.append(t)
-        oldest = t - max(s.speed_window_s, s.hyperactive_window_s, s.seizure_window_s, s.grooming_window_s) - 1e-6
+        oldest = t - float(self._windows.max()) - 1e-6
         held = max(sum(1 for f in self._frames if f >= oldest), 3)
-        planes = self._ring.reshape(5, -1)[:, slots[:, None] * n + (heads[:, None] + np.arange(n - held, n)) % n]
-        times, edges = planes[0], planes[1:]  # [k, held], [4, k, held]
-        centres = (edges[:2] + edges[2:]) / 2  # [2, k, held]
-        now = centres[:, :, -1]
-        steps = np.diff(centres, axis=2)
-        step_lengths = np.hypot(steps[0], steps[1])  # [k, held - 1]
-        ones, ones_steps = np.ones(held), np.ones(held - 1)
+        # (np.take gives C-ordered planes, which later steps run through several times faster
+        # than the strided result of fancy indexing after a slice)
+        planes = np.take(self._ring.reshape(5, -1), (heads + np.arange(n - held, n)[:, None]) % n + slots * n, axis=1)
+        times, edges = planes[0], planes[1:]  # [held, k], [4, held, k]
+        centres = (edges[:2] + edges[2:]) / 2  # [2, held, k]
+        now = centres[:, -1]
+        steps = centres[:, 1:] - centres[:, :-1]
+        step_lengths = np.hypot(steps[0], steps[1])  # [held - 1, k]
 
         # body length: the box's long side, smoothed; not while rearing or cut by the frame's edge
         long_side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
@@ -380,63 +383,58 @@ class AnimalRules:
         values[:, _MEASURED] = measured | ~cut
         bl = np.maximum(body, 1.0)
 
-        def window(seconds: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            """The entries in the last ``seconds`` (1.0 or 0.0), how many, the first of them, its age."""
-            inside = (times >= t - seconds - 1e-6).astype(np.float64)
-            count = inside @ ones  # the newest entry is always inside
-            first = held - count.astype(np.int64)
-            return inside, count, first, t - times[rows, first]
+        # the four windows at once (speed, hyperactive, seizure, grooming): planes [window, entry, animal]
+        # of the entries inside (1.0 or 0.0); per window and animal how many, the first of them, its age,
+        # how far the centre is from it now and the path along the steps since
+        inside = (times >= (t - self._windows - 1e-6)[:, None, None]).astype(np.float64)
+        count = inside.sum(axis=1)  # the newest entry is always inside
+        first = held - count.astype(np.int64)
+        span = t - times[first, rows]
+        away = now[:, None] - centres[:, first, rows]
+        net_px = np.hypot(away[0], away[1])
+        path_px = (inside[:, :-1] * step_lengths).sum(axis=1)
 
         # speed, and the centre averaged over the same window; fast animals turn often: how fast
         # they run is the speed along their path, over a longer window
-        inside, count, first, span = window(s.speed_window_s)
-        span = np.maximum(span, 1e-9)
-        away = now - centres[:, rows, first]
-        speed = np.hypot(away[0], away[1]) / span / bl
-        smooth = (centres * inside) @ ones / count  # [2, k]
-        running_now = (step_lengths * inside[:, :-1]) @ ones_steps / span / bl
-        inside, _, _, span = window(s.hyperactive_window_s)
-        path_speed = (step_lengths * inside[:, :-1]) @ ones_steps / np.maximum(span, 1e-9) / bl
+        short = np.maximum(span[_SPEED], 1e-9)
+        speed = net_px[_SPEED] / short / bl
+        smooth = (centres * inside[_SPEED]).sum(axis=1) / count[_SPEED]  # [2, k]
+        running_now = path_px[_SPEED] / short / bl
+        path_speed = path_px[_RUN] / np.maximum(span[_RUN], 1e-9) / bl
         # ... while it still runs now (half that speed over the short window): the bout ends when it stops
         running = (path_speed >= s.hyperactive_speed) & (running_now >= 0.5 * s.hyperactive_speed)
 
         # seizure-like: much path but little net displacement (checked first: it rules out walkers),
         # many reversals with big steps, and the centre stays close to its mean
-        inside, count, first, span = window(s.seizure_window_s)
-        long_enough = span >= 0.5 * s.seizure_window_s
-        span = np.maximum(span, 1e-9)
-        lengths = step_lengths * inside[:, :-1]
-        shaking = np.where(long_enough, lengths @ ones_steps / span / bl, 0.0)
-        away = now - centres[:, rows, first]
-        net = np.hypot(away[0], away[1]) / bl
+        shaking_span = np.maximum(span[_SHAKE], 1e-9)
+        shaking = np.where(span[_SHAKE] >= 0.5 * s.seizure_window_s, path_px[_SHAKE] / shaking_span / bl, 0.0)
+        net = net_px[_SHAKE] / bl
         seizure = (shaking >= s.seizure_min_path_speed) & (net <= s.seizure_max_net_bl) & ~cut
         per_s = spread = first_reversal = np.zeros(k)
         if seizure.any():
-            big = lengths >= np.maximum(s.seizure_min_step_bl * bl, 1e-9)[:, None]
-            turned = steps[0, :, 1:] * steps[0, :, :-1] + steps[1, :, 1:] * steps[1, :, :-1] < 0
-            reversed_ = turned & big[:, 1:] & big[:, :-1]
-            per_s = reversed_.sum(axis=1) / span
-            mean = (centres * inside) @ ones / count
-            spread = np.sqrt((((centres - mean[:, :, None]) ** 2).sum(axis=0) * inside) @ ones / count) / bl
-            first_reversal = times[rows, np.argmax(reversed_, axis=1)]  # the first step of the first reversal
+            w, n_w = inside[_SHAKE], count[_SHAKE]
+            big = step_lengths * w[:-1] >= np.maximum(s.seizure_min_step_bl * bl, 1e-9)
+            turned = steps[0, 1:] * steps[0, :-1] + steps[1, 1:] * steps[1, :-1] < 0
+            reversed_ = turned & big[1:] & big[:-1]
+            per_s = reversed_.sum(axis=0) / shaking_span
+            mean = (centres * w).sum(axis=1) / n_w
+            spread = np.sqrt((((centres - mean[:, None]) ** 2).sum(axis=0) * w).sum(axis=0) / n_w) / bl
+            first_reversal = times[np.argmax(reversed_, axis=0), rows]  # the first step of the first reversal
             seizure &= (per_s >= s.seizure_min_reversals_per_s) & (spread <= s.seizure_max_spread_bl)
 
         # grooming: the box jitters, and keeps jittering (the median step of its edges, which one
-        # settling movement does not raise), while the animal stays; only for animals that stay
+        # settling movement does not raise), while the animal stays; only for animals that stay and do not rear
         grooming = jitter = np.zeros(k)
-        inside, count, first, span = window(s.grooming_window_s)
-        away = now - centres[:, rows, first]
-        candidates = ((speed < s.immobile_speed) & (span >= 0.5 * s.grooming_window_s) & ~cut
-                      & (np.hypot(away[0], away[1]) <= s.grooming_max_net_bl * bl))
+        candidates = ((speed < s.immobile_speed) & (span[_GROOM] >= 0.5 * s.grooming_window_s) & ~cut & ~rearing
+                      & (net_px[_GROOM] <= s.grooming_max_net_bl * bl))
         if candidates.any():  # measured on the candidates only: most animals walk or rear
             c = np.flatnonzero(candidates)
-            e, w, n_c, bl_c = edges[:, c], inside[c], count[c], bl[c]
-            mean = (e * w) @ ones / n_c
-            jitter_c = np.sqrt((((e - mean[:, :, None]) ** 2).sum(axis=0) * w) @ ones / (4 * n_c)) / bl_c
-            edge_steps = np.where(w[:, :-1] > 0, np.abs(np.diff(e, axis=2)), np.inf)
-            edge_steps = edge_steps.transpose(1, 0, 2).reshape(len(c), -1)
-            edge_steps.sort(axis=1)
-            typical = edge_steps[np.arange(len(c)), np.maximum(4 * (n_c.astype(np.int64) - 1) - 1, 0) // 2] / bl_c
+            e, w, n_c, bl_c = np.take(edges, c, axis=2), np.take(inside[_GROOM], c, axis=1), count[_GROOM, c], bl[c]
+            mean = (e * w).sum(axis=1) / n_c  # [4, candidates]
+            jitter_c = np.sqrt((((e - mean[:, None]) ** 2).sum(axis=0) * w).sum(axis=0) / (4 * n_c)) / bl_c
+            edge_steps = np.where(w[:-1] > 0, np.abs(e[:, 1:] - e[:, :-1]), np.inf).reshape(-1, len(c))
+            edge_steps.sort(axis=0)
+            typical = edge_steps[np.maximum(4 * (n_c.astype(np.int64) - 1) - 1, 0) // 2, np.arange(len(c))] / bl_c
             jitter = np.zeros(k)
             jitter[c] = jitter_c
             grooming = np.zeros(k, dtype=bool)
@@ -465,11 +463,10 @@ class AnimalRules:
         # the immobility clock: the animal has stayed since the first of its newest positions that lie within
         # the dead band of where it is now (positions median-filtered over three frames: one wild box does not
         # restart the clock); doing something restarts it too
-        x, y = centres
-        mx = np.maximum(np.minimum(x[:, :-2], x[:, 1:-1]), np.minimum(np.maximum(x[:, :-2], x[:, 1:-1]), x[:, 2:]))
-        my = np.maximum(np.minimum(y[:, :-2], y[:, 1:-1]), np.minimum(np.maximum(y[:, :-2], y[:, 1:-1]), y[:, 2:]))
-        far = ((mx - mx[:, -1:]) ** 2 + (my - my[:, -1:]) ** 2 > (deadband ** 2)[:, None]) & (times[:, 1:-1] > oldest)
-        settled = times[rows, held - 1 - np.argmax(far[:, ::-1], axis=1)]  # the position after the last far one
+        older, middle, newer = centres[:, :-2], centres[:, 1:-1], centres[:, 2:]
+        median = np.maximum(np.minimum(older, middle), np.minimum(np.maximum(older, middle), newer))  # [2, held - 2, k]
+        far = (((median - median[:, -1:]) ** 2).sum(axis=0) > deadband ** 2) & (times[1:-1] > oldest)
+        settled = times[held - 1 - np.argmax(far[::-1], axis=0), rows]  # the position after the last far one
         before = np.where(new, t, values[:, _SINCE])  # immobile since, before this frame
         busy = state >= REARING  # rearing, grooming, hyperactive, seizure-like ...
         bouts = np.flatnonzero(busy & (state <= GROOMING)).tolist()
@@ -477,7 +474,7 @@ class AnimalRules:
             # ... where rearing and grooming are confirmed bouts, not a flickering label or one wild box
             episode = self._episodes[_KINDS[code]][0].open.get(animals[i].serial)
             busy[i] = episode is not None and episode.started
-        since = np.where(busy, t, np.where(far.any(axis=1), np.maximum(before, settled), before))
+        since = np.where(busy, t, np.where(far.any(axis=0), np.maximum(before, settled), before))
         values[:, _SINCE] = since
         previous = np.where(new, -1, values[:, _STATE])
         values[:, _STATE] = state
