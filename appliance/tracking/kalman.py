@@ -9,9 +9,12 @@ person who stops is not predicted to walk on for seconds.
 With a constant-velocity motion, a measurement of the positions only, and noises
 that are diagonal, each of the four coordinates is filtered on its own: the 8x8
 covariance of a track is four independent 2x2 blocks (position, velocity). They
-are kept as ``[T, 3, 4]`` — the position variance, the position-velocity covariance
+are kept as ``[3, 4, T]`` — the position variance, the position-velocity covariance
 and the velocity variance of each coordinate — and every step is element-wise,
 the same numbers as the 8x8 matrix algebra at a fraction of its cost.
+
+Every array is in columns, one per track (states ``[8, T]``, boxes ``[4, T]``): the
+planes a step works on are contiguous rows, which numpy runs through in one loop.
 """
 
 from __future__ import annotations
@@ -25,56 +28,58 @@ PP, PV, VV = 0, 1, 2  # covariance planes: var(position), cov(position, velocity
 
 
 def boxes_to_measurements(boxes: np.ndarray) -> np.ndarray:
-    """[K, 4] x1y1x2y2 → [K, 4] cx, cy, aspect (w/h), h."""
-    out = np.empty((len(boxes), 4))
-    size = boxes[:, 2:] - boxes[:, :2]  # w, h
-    out[:, :2] = boxes[:, :2] + size / 2
-    out[:, 3] = np.maximum(size[:, 1], 1e-6)
-    out[:, 2] = size[:, 0] / out[:, 3]
+    """[4, K] columns x1, y1, x2, y2 → [4, K] cx, cy, aspect (w/h), h."""
+    out = np.empty(boxes.shape)
+    size = boxes[2:] - boxes[:2]  # w, h
+    out[:2] = boxes[:2] + size / 2
+    out[3] = np.maximum(size[1], 1e-6)
+    out[2] = size[0] / out[3]
     return out
 
 
 def states_to_boxes(states: np.ndarray) -> np.ndarray:
-    """[T, 8] states → [T, 4] x1y1x2y2."""
-    half = np.empty((len(states), 2))
-    half[:, 1] = np.maximum(states[:, 3], 1e-6) / 2
-    half[:, 0] = states[:, 2] * half[:, 1]
-    return np.concatenate([states[:, :2] - half, states[:, :2] + half], axis=1)
+    """[8, T] states → [4, T] columns x1, y1, x2, y2."""
+    half = np.empty((2, states.shape[1]))
+    half[1] = np.maximum(states[3], 1e-6) / 2
+    half[0] = states[2] * half[1]
+    out = np.empty((4, states.shape[1]))
+    out[:2] = states[:2] - half
+    out[2:] = states[:2] + half
+    return out
 
 
-_BY_HEIGHT = np.array([1.0, 1.0, 0.0, 1.0])  # cx, cy and h scale with the height; the aspect does not
-_ASPECT = np.array([0.0, 0.0, 1.0, 0.0])
+_BY_HEIGHT = np.array([1.0, 1.0, 0.0, 1.0])[:, None]  # cx, cy and h scale with the height; the aspect does not
+_ASPECT = np.array([0.0, 0.0, 1.0, 0.0])[:, None]
 
 
 def _variance(h: np.ndarray, factor: float, aspect: float) -> np.ndarray:
-    """[T, 4] variances: of ``factor * h`` for cx, cy, h; of ``aspect`` for the aspect ratio."""
-    return (h * h)[:, None] * (factor * factor * _BY_HEIGHT) + aspect * aspect * _ASPECT
+    """[4, T] variances: of ``factor * h`` for cx, cy, h; of ``aspect`` for the aspect ratio."""
+    return (h * h) * (factor * factor * _BY_HEIGHT) + aspect * aspect * _ASPECT
 
 
 def initiate(measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """New tracks at ``[T, 4]`` measurements: ``[T, 8]`` states (still) and ``[T, 3, 4]`` covariances."""
-    count = len(measurements)
-    mean = np.zeros((count, 8))
-    mean[:, :4] = measurements
-    h = measurements[:, 3]
-    covariance = np.zeros((count, 3, 4))
-    covariance[:, PP] = _variance(h, 2 * STD_POSITION, 1e-2)
-    covariance[:, VV] = _variance(h, 10 * STD_VELOCITY, 1e-5)
+    """New tracks at ``[4, T]`` measurements: ``[8, T]`` states (still) and ``[3, 4, T]`` covariances."""
+    count = measurements.shape[1]
+    mean = np.zeros((8, count))
+    mean[:4] = measurements
+    h = measurements[3]
+    covariance = np.zeros((3, 4, count))
+    covariance[PP] = _variance(h, 2 * STD_POSITION, 1e-2)
+    covariance[VV] = _variance(h, 10 * STD_VELOCITY, 1e-5)
     return mean, covariance
-
-
-# the planes one step on, before the process noise: var(p + v), cov(p + v, v), var(v)
-_TRANSITION = np.array([[1.0, 2.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
 
 
 def predict(mean: np.ndarray, covariance: np.ndarray, steps: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """One frame on (``steps`` 30-fps frames later): positions move by their velocities; uncertainty grows."""
-    h = mean[:, 3]
-    predicted = np.matmul(_TRANSITION, covariance)
-    predicted[:, PP] += _variance(h, STD_POSITION, 1e-2)
-    predicted[:, VV] += _variance(h, steps * STD_VELOCITY, 1e-5)
+    h = mean[3]
+    pp, pv, vv = covariance
+    predicted = np.empty(covariance.shape)
+    # var(p + v), cov(p + v, v), var(v); plus the process noise
+    predicted[PV] = pv + vv
+    predicted[PP] = pp + pv + predicted[PV] + _variance(h, STD_POSITION, 1e-2)
+    predicted[VV] = vv + _variance(h, steps * STD_VELOCITY, 1e-5)
     moved = mean.copy()
-    moved[:, :4] += mean[:, 4:]
+    moved[:4] += mean[4:]
     return moved, predicted
 
 
@@ -82,11 +87,10 @@ _GAIN_OF, _SCALED = [0, 0, 1], [PP, PV, PV]  # each plane's correction: gain x p
 
 
 def update(mean: np.ndarray, covariance: np.ndarray, measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Corrects ``[T, 8]`` states with ``[T, 4]`` measured positions."""
-    innovation_var = covariance[:, PP] + _variance(mean[:, 3], STD_POSITION, 1e-1)
-    gains = covariance[:, :2] / innovation_var[:, None]  # [T, 2, 4]: of the position, of the velocity
-    innovation = measurements - mean[:, :4]
-    corrected = mean + (gains * innovation[:, None]).reshape(len(mean), 8)
+    """Corrects ``[8, T]`` states with ``[4, T]`` measured positions."""
+    innovation_var = covariance[PP] + _variance(mean[3], STD_POSITION, 1e-1)
+    gains = covariance[:2] / innovation_var  # [2, 4, T]: of the position, of the velocity
+    corrected = mean + (gains * (measurements - mean[:4])).reshape(8, -1)
     # var(p) (1 - gain_p), cov(p, v) (1 - gain_p), var(v) - gain_v cov(p, v)
-    updated = covariance - gains[:, _GAIN_OF] * covariance[:, _SCALED]
+    updated = covariance - gains[_GAIN_OF] * covariance[_SCALED]
     return corrected, updated

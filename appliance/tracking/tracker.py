@@ -51,13 +51,13 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def match_scores(a: np.ndarray, b: np.ndarray, iou_needed: float, reach: float) -> np.ndarray:
-    """[A, B] how well boxes ``a`` (tracks) and ``b`` (detections) match: ``1 + IoU`` where they
-    overlap by ``iou_needed`` at least; else the closeness of their centres, 1 at the same centre
-    falling to 0 at ``reach`` times the mean box diagonal (0 when ``reach`` is 0)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    # per box first, then one pass over the pairs (numpy's outer forms of contiguous columns)
-    a, b = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)  # [4, A], [4, B]
+    """[A, B] how well boxes ``a`` (tracks) and ``b`` (detections), ``[4, A]`` and ``[4, B]`` columns
+    x1, y1, x2, y2, match: ``1 + IoU`` where they overlap by ``iou_needed`` at least; else the
+    closeness of their centres, 1 at the same centre falling to 0 at ``reach`` times the mean box
+    diagonal (0 when ``reach`` is 0)."""
+    if a.shape[1] == 0 or b.shape[1] == 0:
+        return np.zeros((a.shape[1], b.shape[1]))
+    # per box first, then one pass over the pairs (numpy's outer forms of contiguous rows)
     size_a, size_b = a[2:] - a[:2], b[2:] - b[:2]  # w, h
     overlap_w = np.minimum.outer(a[2], b[2]) - np.maximum.outer(a[0], b[0])
     overlap_h = np.minimum.outer(a[3], b[3]) - np.maximum.outer(a[1], b[1])
@@ -85,8 +85,8 @@ class Tracker:
             for label in group:
                 self._group_codes[label] = code
         self._next_id = 1
-        self._mean = np.zeros((0, 8))
-        self._cov = np.zeros((0, 3, 4))  # per coordinate: var(pos), cov(pos, vel), var(vel)
+        self._mean = np.zeros((8, 0))  # a column per track
+        self._cov = np.zeros((3, 4, 0))  # per coordinate: var(pos), cov(pos, vel), var(vel)
         self._ids = np.zeros(0, dtype=np.int64)
         self._groups = np.zeros(0, dtype=np.int64)
         self._labels: list[str] = []
@@ -106,11 +106,13 @@ class Tracker:
         count = len(self._ids)
         if count:
             self._mean, self._cov = kalman.predict(self._mean, self._cov, self.settings.frame_steps)
-        boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
+        boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4).T  # [4, detections]
         scores = np.array([d.confidence for d in detections], dtype=np.float64)
         labels = [d.label for d in detections]
-        groups = np.array([self._group(label) for label in labels], dtype=np.int64)
-        predicted = kalman.states_to_boxes(self._mean) if count else np.zeros((0, 4))
+        codes = self._group_codes
+        groups = np.array([codes[label] if label in codes else self._group(label) for label in labels],
+                          dtype=np.int64)
+        predicted = kalman.states_to_boxes(self._mean)
         matched_det = np.full(count, -1, dtype=np.int64)
 
         def associate(track_idx: np.ndarray, det_idx: np.ndarray, iou_needed: float, reach: float) -> np.ndarray:
@@ -118,7 +120,8 @@ class Tracker:
             if len(track_idx) == 0 or len(det_idx) == 0:
                 return det_idx
             # overlap first; a close centre alone ranks below any accepted overlap
-            score = match_scores(predicted[track_idx], boxes[det_idx], iou_needed, reach)
+            score = match_scores(np.take(predicted, track_idx, axis=1), np.take(boxes, det_idx, axis=1),
+                                 iou_needed, reach)
             score[self._groups[track_idx][:, None] != groups[det_idx][None, :]] = 0
             rows, cols = linear_sum_assignment(-score)
             ok = score[rows, cols] > 0
@@ -137,8 +140,9 @@ class Tracker:
         hit = matched_det >= 0
         if hit.any():
             t_idx, d_idx = np.flatnonzero(hit), matched_det[hit]
-            self._mean[t_idx], self._cov[t_idx] = kalman.update(
-                self._mean[t_idx], self._cov[t_idx], kalman.boxes_to_measurements(boxes[d_idx])
+            self._mean[:, t_idx], self._cov[:, :, t_idx] = kalman.update(
+                np.take(self._mean, t_idx, axis=1), np.take(self._cov, t_idx, axis=2),
+                kalman.boxes_to_measurements(np.take(boxes, d_idx, axis=1)),
             )
             self._confidences[t_idx] = scores[d_idx]
             self._groups[t_idx] = groups[d_idx]
@@ -154,9 +158,9 @@ class Tracker:
 
         new = remaining_high[scores[remaining_high] >= s.new_track_confidence]
         if len(new):
-            mean, cov = kalman.initiate(kalman.boxes_to_measurements(boxes[new]))
-            self._mean = np.concatenate([self._mean, mean])
-            self._cov = np.concatenate([self._cov, cov])
+            mean, cov = kalman.initiate(kalman.boxes_to_measurements(boxes[:, new]))
+            self._mean = np.concatenate([self._mean, mean], axis=1)
+            self._cov = np.concatenate([self._cov, cov], axis=2)
             self._ids = np.concatenate([self._ids, np.arange(self._next_id, self._next_id + len(new))])
             self._next_id += len(new)
             self._groups = np.concatenate([self._groups, groups[new]])
@@ -167,18 +171,16 @@ class Tracker:
             hit = np.concatenate([hit, np.ones(len(new), dtype=bool)])
 
         shown = np.flatnonzero(hit)
-        out_boxes = kalman.states_to_boxes(self._mean[shown]).tolist()
+        out_boxes = kalman.states_to_boxes(np.take(self._mean, shown, axis=1)).T.tolist()
         ids, ages = self._ids[shown].tolist(), self._ages[shown].tolist()
         confidences = self._confidences[shown].tolist()
         # the detection each shown track matched (matched tracks are never dropped), or was born of
-        found = boxes[np.concatenate([matched_det[matched_det >= 0], new])].tolist()
-        return [
-            Track(ids[i], self._labels[t], confidences[i], tuple(out_boxes[i]), ages[i], tuple(found[i]))
-            for i, t in enumerate(shown.tolist())
-        ]
+        found = boxes[:, np.concatenate([matched_det[matched_det >= 0], new])].T.tolist()
+        labels = [self._labels[t] for t in shown.tolist()]
+        return list(map(Track, ids, labels, confidences, map(tuple, out_boxes), ages, map(tuple, found)))
 
     def _select(self, keep: np.ndarray) -> None:
-        self._mean, self._cov = self._mean[keep], self._cov[keep]
+        self._mean, self._cov = self._mean[:, keep], self._cov[:, :, keep]
         self._ids, self._groups = self._ids[keep], self._groups[keep]
         self._confidences, self._ages, self._lost = self._confidences[keep], self._ages[keep], self._lost[keep]
         self._labels = [label for label, k in zip(self._labels, keep.tolist()) if k]
