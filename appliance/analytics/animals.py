@@ -56,7 +56,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from appliance.analytics.base import Finding, FrameView, TimingSettings
-from appliance.analytics.geometry import Zone
+from appliance.analytics.geometry import Zone, ZoneTable
 from appliance.analytics.lifecycle import EpisodeTracker, Timing, Transition
 from appliance.config.base import Strict
 from appliance.types import Box, Track
@@ -178,7 +178,8 @@ class AnimalRules:
         }
         self._missing = EpisodeTracker(s.missing_timing.timing())
         self._windows = np.array([s.speed_window_s, s.hyperactive_window_s, s.seizure_window_s, s.grooming_window_s])
-        self._zone_edges: tuple[Zone, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._longest = max(self._windows.tolist())
+        self._zone_table: tuple[Zone, ZoneTable] | None = None  # the cage zone's, made once
         self._reset()
 
     # ------------------------------------------------------------------ state
@@ -359,7 +360,7 @@ class AnimalRules:
         heads = (heads + 1) % n
         self._heads[slots] = heads
         self._frames.append(t)
-        oldest = t - float(self._windows.max()) - 1e-6
+        oldest = t - self._longest - 1e-6
         held = max(sum(1 for f in self._frames if f >= oldest), 3)
         # (np.take gives C-ordered planes, which later steps run through several times faster
         # than the strided result of fancy indexing after a slice)
@@ -492,9 +493,8 @@ class AnimalRules:
         for i in eventful:
             a = animals[i]
             code = codes[i]
-            base: dict[str, Any] = {"track_id": a.track_id, "box": a.box}
             if code == IMMOBILE:
-                active["animal.immobile"][a.serial] = {**base, "since": since_l[i],
+                active["animal.immobile"][a.serial] = {"track_id": a.track_id, "box": a.box, "since": since_l[i],
                                                        "immobile_s": round(t - since_l[i], 2)}
                 continue
             kind = _KINDS[code]
@@ -504,7 +504,7 @@ class AnimalRules:
                 a.onset[kind] = {GROOMING: max(before_l[i], t - s.grooming_window_s),
                                  SEIZURE: max(float(first_reversal[i]), t - s.seizure_window_s),
                                  HYPERACTIVE: t - s.hyperactive_window_s}.get(code, t)
-            payload = {**base, "since": min(a.onset.get(kind, t), t)}
+            payload: dict[str, Any] = {"track_id": a.track_id, "box": a.box, "since": min(a.onset.get(kind, t), t)}
             if code == HYPERACTIVE:
                 payload["speed_bl_s"] = round(float(path_speed[i]), 2)
             elif code == SEIZURE:
@@ -518,18 +518,9 @@ class AnimalRules:
         if zone is None:
             inside = [True] * len(animals)
         else:
-            if self._zone_edges is None or self._zone_edges[0] is not zone:
-                x1, y1 = zone.polygon[:, 0], zone.polygon[:, 1]
-                x2, y2 = np.roll(x1, -1), np.roll(y1, -1)
-                flat = y2 == y1  # horizontal edges never straddle a point's row
-                slope = np.where(flat, 0.0, (x2 - x1) / np.where(flat, 1.0, y2 - y1))
-                self._zone_edges = (zone, x1, y1, y2, slope)
-            _, x1, y1, y2, slope = self._zone_edges
-            x = (boxes[:, 0:1] + boxes[:, 2:3]) / 2
-            y = (boxes[:, 1:2] + boxes[:, 3:4]) / 2
-            # even-odd rule, as Zone.contains, with the polygon's edges prepared once
-            straddles = (y1 > y) != (y2 > y)
-            inside = (np.count_nonzero(straddles & (x < x1 + (y - y1) * slope), axis=1) % 2 == 1).tolist()
+            if self._zone_table is None or self._zone_table[0] is not zone:
+                self._zone_table = (zone, ZoneTable({zone.id: zone}))
+            inside = self._zone_table[1].contains((boxes[:, :2] + boxes[:, 2:]) / 2)[:, 0].tolist()
         for animal, flag in zip(animals, inside):
             animal.in_zone = flag
             if flag:

@@ -6,7 +6,7 @@ turns them into pixels once the frame size is known.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +48,32 @@ class Zone:
         with np.errstate(divide="ignore", invalid="ignore"):
             cross_x = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
         return np.count_nonzero(straddles & (x < cross_x), axis=1) % 2 == 1
+
+
+class ZoneTable:
+    """All zones' edges in one table: which zones each point lies in, in one pass (the even-odd rule of
+    ``Zone.contains``, for every zone at once)."""
+
+    def __init__(self, zones: Mapping[str, Zone]) -> None:
+        self.zones = zones
+        self.ids = list(zones)
+        starts = [zone.polygon for zone in zones.values()]
+        edges = np.concatenate([np.concatenate([a, np.roll(a, -1, axis=0)], axis=1) for a in starts]
+                               ) if starts else np.zeros((0, 4))
+        self._x1, self._y1, self._x2, self._y2 = (edges[:, k][None, :] for k in range(4))
+        rise = self._y2 - self._y1
+        flat = rise == 0  # never straddles a point's height
+        self._slope = np.where(flat, 0.0, (self._x2 - self._x1) / np.where(flat, 1.0, rise))
+        owner = np.repeat(np.arange(len(starts)), [len(a) for a in starts])
+        self._onehot = np.zeros((len(edges), len(starts)))
+        self._onehot[np.arange(len(edges)), owner] = 1.0
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """[K, 2] points → [K, zones] bool."""
+        x, y = points[:, 0:1], points[:, 1:2]
+        straddles = (self._y1 > y) != (self._y2 > y)
+        crossed = straddles & (x < self._x1 + (y - self._y1) * self._slope)
+        return (crossed @ self._onehot).astype(np.int64) % 2 == 1
 
 
 @dataclass(frozen=True)

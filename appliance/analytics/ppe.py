@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 from scipy.optimize import linear_sum_assignment
 
 from appliance.analytics.base import Finding, FrameView, TimingSettings
-from appliance.analytics.geometry import Zone, anchor_points
+from appliance.analytics.geometry import ZoneTable, anchor_points
 from appliance.analytics.lifecycle import Episode, EpisodeTracker, Transition
 from appliance.config.base import Strict
 from appliance.types import Box, Detection, Track
@@ -216,32 +216,6 @@ class _ItemTable:
         return worn
 
 
-class _ZoneTable:
-    """All zones' edges in one table: which zones each point lies in, in one pass (the even-odd rule of
-    ``Zone.contains``, for every zone at once)."""
-
-    def __init__(self, zones: Mapping[str, Zone]) -> None:
-        self.zones = zones
-        self.ids = list(zones)
-        starts = [zone.polygon for zone in zones.values()]
-        edges = np.concatenate([np.concatenate([a, np.roll(a, -1, axis=0)], axis=1) for a in starts]
-                               ) if starts else np.zeros((0, 4))
-        self._x1, self._y1, self._x2, self._y2 = (edges[:, k][None, :] for k in range(4))
-        rise = self._y2 - self._y1
-        flat = rise == 0  # never straddles a point's height
-        self._slope = np.where(flat, 0.0, (self._x2 - self._x1) / np.where(flat, 1.0, rise))
-        owner = np.repeat(np.arange(len(starts)), [len(a) for a in starts])
-        self._onehot = np.zeros((len(edges), len(starts)))
-        self._onehot[np.arange(len(edges)), owner] = 1.0
-
-    def contains(self, points: np.ndarray) -> np.ndarray:
-        """[K, 2] points → [K, zones] bool."""
-        x, y = points[:, 0:1], points[:, 1:2]
-        straddles = (self._y1 > y) != (self._y2 > y)
-        crossed = straddles & (x < self._x1 + (y - self._y1) * self._slope)
-        return (crossed @ self._onehot).astype(np.int64) % 2 == 1
-
-
 class PpeRules:
     """The ``Rules`` of the ppe / safety use case for one stream."""
 
@@ -286,7 +260,7 @@ class PpeRules:
         self._first_frame = True
         self._frame_s = 0.0  # the interval between analyzed frames, as last seen
         self._warned_zones = False
-        self._zone_table: _ZoneTable | None = None
+        self._zone_table: ZoneTable | None = None
         self._required_columns: list[tuple[int, np.ndarray]] = []
         self._wash_column: int | None = None
         self._clean_column: int | None = None
@@ -457,7 +431,7 @@ class PpeRules:
     def _zones_of(self, view: FrameView, boxes: np.ndarray) -> list[list[bool]]:
         """Per person, whether the feet stand in each of the view's zones (in ``view.zones`` order)."""
         if self._zone_table is None or self._zone_table.zones is not view.zones:
-            self._zone_table = _ZoneTable(view.zones)
+            self._zone_table = ZoneTable(view.zones)
             table = self._zone_table
             column = {zone_id: k for k, zone_id in enumerate(table.ids)}
             self._required_columns = [(column[z], need) for z, need in self._zone_required.items() if z in column]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.analytics.geometry import Line, Zone, anchor_points
+from appliance.analytics.geometry import Line, Zone, ZoneTable, anchor_points
 
 
 def test_zone_contains_points_inside_a_concave_polygon():
@@ -29,3 +29,21 @@ def test_line_crossings_have_a_direction_and_respect_the_segment_ends():
     after = np.array([[110, 50], [90, 50], [110, 300], [95, 60], [105, 12]], float)
     # left→right across a downward line goes from its right side to its left: +1
     assert line.crossings(before, after).tolist() == [1, -1, 0, 0, 1]
+
+
+def test_the_zone_table_agrees_with_zone_contains():
+    rng = np.random.default_rng(7)
+    zones = {}
+    for k in range(4):
+        angles = np.sort(rng.uniform(0, 2 * np.pi, 7))
+        radii = rng.uniform(40, 200, 7)
+        centre = rng.uniform(200, 1000, 2)
+        polygon = np.stack([np.cos(angles) * radii, np.sin(angles) * radii], axis=1) + centre
+        zones[f"z{k}"] = Zone(f"z{k}", polygon)
+    zones["flat"] = Zone("flat", np.array([[0, 0], [300, 0], [300, 300], [150, 300], [0, 300]], float))
+    points = rng.uniform(0, 1280, (500, 2))
+    table = ZoneTable(zones).contains(points)
+    assert table.shape == (500, 5)
+    for column, zone in enumerate(zones.values()):
+        assert table[:, column].tolist() == zone.contains(points).tolist()
+    assert table.any() and not table.all()

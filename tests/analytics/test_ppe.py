@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from appliance.analytics.geometry import Zone
-from appliance.analytics.ppe import PpeRules, PpeSettings, _ZoneTable
+from appliance.analytics.ppe import PpeRules, PpeSettings
 from appliance.analytics.stream import StreamAnalytics, ZoneSpec
 from appliance.clock import ManualClock
 from appliance.events.factory import EventFactory
@@ -263,24 +262,6 @@ def test_walking_into_the_clean_zone_from_outside_the_view_is_an_entry():
     assert Run(HYGIENE, zones).feed(scripted(3, lambda t: inside(t) if t >= 0.4 else [])).close().events == []
     at_edge = walk([(0, 1250, 550), (3, 1200, 550)])
     assert Run(HYGIENE, zones).feed(scripted(3, at_edge)).close().events == []
-
-
-def test_the_zone_table_agrees_with_zone_contains():
-    rng = np.random.default_rng(7)
-    zones = {}
-    for k in range(4):
-        angles = np.sort(rng.uniform(0, 2 * np.pi, 7))
-        radii = rng.uniform(40, 200, 7)
-        centre = rng.uniform(200, 1000, 2)
-        polygon = np.stack([np.cos(angles) * radii, np.sin(angles) * radii], axis=1) + centre
-        zones[f"z{k}"] = Zone(f"z{k}", polygon)
-    zones["flat"] = Zone("flat", np.array([[0, 0], [300, 0], [300, 300], [150, 300], [0, 300]], float))
-    points = rng.uniform(0, 1280, (500, 2))
-    table = _ZoneTable(zones).contains(points)
-    assert table.shape == (500, 5)
-    for column, zone in enumerate(zones.values()):
-        assert table[:, column].tolist() == zone.contains(points).tolist()
-    assert table.any() and not table.all()
 
 
 def test_flickering_fire_is_one_critical_event():
