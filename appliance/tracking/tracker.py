@@ -57,20 +57,20 @@ def match_scores(a: np.ndarray, b: np.ndarray, iou_needed: float, reach: float) 
     diagonal (0 when ``reach`` is 0)."""
     if a.shape[1] == 0 or b.shape[1] == 0:
         return np.zeros((a.shape[1], b.shape[1]))
-    # per box first, then one pass over the pairs (numpy's outer forms of contiguous rows)
+    # x and y at once: planes [axis, track, detection] (few numpy calls: on a few dozen boxes, each
+    # call's fixed cost outweighs its arithmetic)
     size_a, size_b = a[2:] - a[:2], b[2:] - b[:2]  # w, h
-    overlap_w = np.minimum.outer(a[2], b[2]) - np.maximum.outer(a[0], b[0])
-    overlap_h = np.minimum.outer(a[3], b[3]) - np.maximum.outer(a[1], b[1])
-    inter = np.maximum(overlap_w, 0.0) * np.maximum(overlap_h, 0.0)
+    overlap = np.minimum(a[2:, :, None], b[2:, None, :]) - np.maximum(a[:2, :, None], b[:2, None, :])
+    np.maximum(overlap, 0.0, out=overlap)
+    inter = overlap[0] * overlap[1]
     union = np.add.outer(size_a[0] * size_a[1], size_b[0] * size_b[1]) - inter
     iou = inter / np.maximum(union, 1e-9)
     if reach <= 0:
         near = 0.0
     else:  # centre distance over reach x mean diagonal (doubled centres over summed diagonals)
-        dx = np.subtract.outer(a[0] + a[2], b[0] + b[2])
-        dy = np.subtract.outer(a[1] + a[3], b[1] + b[3])
+        d = (a[:2] + a[2:])[:, :, None] - (b[:2] + b[2:])[:, None, :]
         scale = np.add.outer(reach * np.hypot(size_a[0], size_a[1]), reach * np.hypot(size_b[0], size_b[1]))
-        near = np.maximum(1 - np.sqrt(dx * dx + dy * dy) / np.maximum(scale, 1e-9), 0.0)
+        near = np.maximum(1 - np.sqrt(d[0] * d[0] + d[1] * d[1]) / np.maximum(scale, 1e-9), 0.0)
     return np.where(iou >= iou_needed, 1 + iou, near)
 
 
@@ -84,6 +84,7 @@ class Tracker:
             code = len(self._group_codes)
             for label in group:
                 self._group_codes[label] = code
+        self._mixed = len(set(self._group_codes.values())) > 1  # labels of several groups may be seen
         self._next_id = 1
         self._mean = np.zeros((8, 0))  # a column per track
         self._cov = np.zeros((3, 4, 0))  # per coordinate: var(pos), cov(pos, vel), var(vel)
@@ -98,6 +99,7 @@ class Tracker:
         code = self._group_codes.get(label)
         if code is None:
             code = self._group_codes[label] = len(self._group_codes) + 1_000_000
+            self._mixed = len(set(self._group_codes.values())) > 1
         return code
 
     def update(self, detections: Sequence[Detection]) -> list[Track]:
@@ -122,7 +124,8 @@ class Tracker:
             # overlap first; a close centre alone ranks below any accepted overlap
             score = match_scores(np.take(predicted, track_idx, axis=1), np.take(boxes, det_idx, axis=1),
                                  iou_needed, reach)
-            score[self._groups[track_idx][:, None] != groups[det_idx][None, :]] = 0
+            if self._mixed:
+                score[self._groups[track_idx][:, None] != groups[det_idx][None, :]] = 0
             rows, cols = linear_sum_assignment(-score)
             ok = score[rows, cols] > 0
             matched_det[track_idx[rows[ok]]] = det_idx[cols[ok]]
@@ -140,10 +143,12 @@ class Tracker:
         hit = matched_det >= 0
         if hit.any():
             t_idx, d_idx = np.flatnonzero(hit), matched_det[hit]
-            self._mean[:, t_idx], self._cov[:, :, t_idx] = kalman.update(
-                np.take(self._mean, t_idx, axis=1), np.take(self._cov, t_idx, axis=2),
-                kalman.boxes_to_measurements(np.take(boxes, d_idx, axis=1)),
-            )
+            measured = kalman.boxes_to_measurements(np.take(boxes, d_idx, axis=1))
+            if len(t_idx) == count:  # every track seen (the usual case): no selecting
+                self._mean, self._cov = kalman.update(self._mean, self._cov, measured)
+            else:
+                self._mean[:, t_idx], self._cov[:, :, t_idx] = kalman.update(
+                    np.take(self._mean, t_idx, axis=1), np.take(self._cov, t_idx, axis=2), measured)
             self._confidences[t_idx] = scores[d_idx]
             self._groups[t_idx] = groups[d_idx]
             for t, d in zip(t_idx.tolist(), d_idx.tolist()):
