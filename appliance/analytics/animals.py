@@ -362,9 +362,9 @@ class AnimalRules:
         self._frames.append(t)
         oldest = t - self._longest - 1e-6
         held = max(sum(1 for f in self._frames if f >= oldest), 3)
-        # (np.take gives C-ordered planes, which later steps run through several times faster
+        # (take gives C-ordered planes, which later steps run through several times faster
         # than the strided result of fancy indexing after a slice)
-        planes = np.take(self._ring.reshape(5, -1), (heads + np.arange(n - held, n)[:, None]) % n + slots * n, axis=1)
+        planes = self._ring.reshape(5, -1).take((heads + np.arange(n - held, n)[:, None]) % n + slots * n, axis=1)
         times, edges = planes[0], planes[1:]  # [held, k], [4, held, k]
         centres = (edges[:2] + edges[2:]) / 2  # [2, held, k]
         now = centres[:, -1]
@@ -420,7 +420,7 @@ class AnimalRules:
             per_s = reversed_.sum(axis=0) / shaking_span
             mean = (centres * w).sum(axis=1) / n_w
             spread = np.sqrt((((centres - mean[:, None]) ** 2).sum(axis=0) * w).sum(axis=0) / n_w) / bl
-            first_reversal = times[np.argmax(reversed_, axis=0), rows]  # the first step of the first reversal
+            first_reversal = times[reversed_.argmax(axis=0), rows]  # the first step of the first reversal
             seizure &= (per_s >= s.seizure_min_reversals_per_s) & (spread <= s.seizure_max_spread_bl)
 
         # grooming: the box jitters, and keeps jittering (the median step of its edges, which one
@@ -429,8 +429,8 @@ class AnimalRules:
         candidates = ((speed < s.immobile_speed) & (span[_GROOM] >= 0.5 * s.grooming_window_s) & ~cut & ~rearing
                       & (net_px[_GROOM] <= s.grooming_max_net_bl * bl))
         if candidates.any():  # measured on the candidates only: most animals walk or rear
-            c = np.flatnonzero(candidates)
-            e, w, n_c, bl_c = np.take(edges, c, axis=2), np.take(inside[_GROOM], c, axis=1), count[_GROOM, c], bl[c]
+            c = candidates.nonzero()[0]
+            e, w, n_c, bl_c = edges.take(c, axis=2), inside[_GROOM].take(c, axis=1), count[_GROOM, c], bl[c]
             mean = (e * w).sum(axis=1) / n_c  # [4, candidates]
             jitter_c = np.sqrt((((e - mean[:, None]) ** 2).sum(axis=0) * w).sum(axis=0) / (4 * n_c)) / bl_c
             edge_steps = np.where(w[:-1] > 0, np.abs(e[:, 1:] - e[:, :-1]), np.inf).reshape(-1, len(c))
@@ -467,10 +467,10 @@ class AnimalRules:
         older, middle, newer = centres[:, :-2], centres[:, 1:-1], centres[:, 2:]
         median = np.maximum(np.minimum(older, middle), np.minimum(np.maximum(older, middle), newer))  # [2, held - 2, k]
         far = (((median - median[:, -1:]) ** 2).sum(axis=0) > deadband ** 2) & (times[1:-1] > oldest)
-        settled = times[held - 1 - np.argmax(far[::-1], axis=0), rows]  # the position after the last far one
+        settled = times[held - 1 - far[::-1].argmax(axis=0), rows]  # the position after the last far one
         before = np.where(new, t, values[:, _SINCE])  # immobile since, before this frame
         busy = state >= REARING  # rearing, grooming, hyperactive, seizure-like ...
-        bouts = np.flatnonzero(busy & (state <= GROOMING)).tolist()
+        bouts = (busy & (state <= GROOMING)).nonzero()[0].tolist()
         for i, code in zip(bouts, state[bouts].tolist()):
             # ... where rearing and grooming are confirmed bouts, not a flickering label or one wild box
             episode = self._episodes[_KINDS[code]][0].open.get(animals[i].serial)
@@ -485,7 +485,7 @@ class AnimalRules:
         # the episodes' conditions: few animals are in an eventful state at a time
         for animal in animals:
             animal.last_seen = t
-        eventful = np.flatnonzero((state >= REARING) | ((state == IMMOBILE) & (t - since >= s.immobile_after_s)))
+        eventful = ((state >= REARING) | ((state == IMMOBILE) & (t - since >= s.immobile_after_s))).nonzero()[0]
         eventful = eventful.tolist()
         if not eventful:
             return

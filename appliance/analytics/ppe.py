@@ -343,18 +343,18 @@ class PpeRules:
         fits = (np.abs(u) <= (0.5 + self.settings.margin) * (x2 - x1) / h) & (v >= self._low[kind][:, None]) & (
             v <= self._high[kind][:, None])
         area = np.maximum((ib[:, 2] - ib[:, 0]) * (ib[:, 3] - ib[:, 1]), _EPS)[:, None]
-        inter_w = np.clip(np.minimum(ib[:, 2:3], x2) - np.maximum(ib[:, 0:1], x1), 0.0, None)
+        inter_w = np.maximum(np.minimum(ib[:, 2:3], x2) - np.maximum(ib[:, 0:1], x1), 0.0)
         torso = kind == _TORSO
         if torso.any():
             top, bottom = y1 + self.settings.torso_band[0] * h, y1 + self.settings.torso_band[1] * h
-            band_h = np.clip(np.minimum(ib[:, 3:4], bottom) - np.maximum(ib[:, 1:2], top), 0.0, None)
+            band_h = np.maximum(np.minimum(ib[:, 3:4], bottom) - np.maximum(ib[:, 1:2], top), 0.0)
             fits &= ~torso[:, None] | (inter_w * band_h >= self.settings.torso_overlap * area)
         # Among the people it fits, an item goes to the one whose spot for it is nearest.
-        inside_h = np.clip(np.minimum(ib[:, 3:4], y2) - np.maximum(ib[:, 1:2], y1), 0.0, None)
+        inside_h = np.maximum(np.minimum(ib[:, 3:4], y2) - np.maximum(ib[:, 1:2], y1), 0.0)
         score = (self._x_weight[kind][:, None] * u ** 2 + (v - self._expected_y[kind][:, None]) ** 2
                  + _OUTSIDE_COST * (1.0 - inter_w * inside_h / area))
         score[~fits] = np.inf
-        best = np.argmin(score, axis=1)
+        best = score.argmin(axis=1)
         fitted = np.isfinite(score[np.arange(len(items)), best])
         # One person wears one helmet (two gloves): where someone got more, share those items out optimally.
         slots = best * len(self._items) + item_index
@@ -362,7 +362,7 @@ class PpeRules:
         crowded = fitted & (given[slots] > self._capacity[item_index])
         if crowded.any():
             for item in np.unique(item_index[crowded]):
-                rows = np.flatnonzero(fitted & (item_index == item))
+                rows = (fitted & (item_index == item)).nonzero()[0]
                 per_person = int(self._capacity[item])
                 cost = np.repeat(np.where(np.isfinite(score[rows]), score[rows], _NO_FIT), per_person, axis=1)
                 r, c = linear_sum_assignment(cost)
@@ -374,11 +374,11 @@ class PpeRules:
         if count > 1 and fitted.any():
             # contested: the item fits someone else nearly as well, who has room for it (a person
             # who wears their own helmet cannot be the owner of a second one)
-            rows = np.flatnonzero(fitted)
+            rows = fitted.nonzero()[0]
             own = score[rows, best[rows]]
             others = score[rows].copy()
             others[np.arange(len(rows)), best[rows]] = np.inf
-            rival = np.argmin(others, axis=1)
+            rival = others.argmin(axis=1)
             worn = np.bincount(best[rows] * len(self._items) + item_index[rows], minlength=count * len(self._items))
             room = worn[rival * len(self._items) + item_index[rows]] < self._capacity[item_index[rows]]
             shared = rows[(others[np.arange(len(rows)), rival] - own < _CONTESTED) & room]

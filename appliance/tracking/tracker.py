@@ -44,7 +44,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    inter = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
@@ -122,7 +122,7 @@ class Tracker:
             if len(track_idx) == 0 or len(det_idx) == 0:
                 return det_idx
             # overlap first; a close centre alone ranks below any accepted overlap
-            score = match_scores(np.take(predicted, track_idx, axis=1), np.take(boxes, det_idx, axis=1),
+            score = match_scores(predicted.take(track_idx, axis=1), boxes.take(det_idx, axis=1),
                                  iou_needed, reach)
             if self._mixed:
                 score[self._groups[track_idx][:, None] != groups[det_idx][None, :]] = 0
@@ -134,21 +134,21 @@ class Tracker:
             return det_idx[~used]
 
         all_tracks = np.arange(count)
-        high = np.flatnonzero(scores >= s.high_confidence)
-        low = np.flatnonzero((scores >= s.low_confidence) & (scores < s.high_confidence))
+        high = (scores >= s.high_confidence).nonzero()[0]
+        low = ((scores >= s.low_confidence) & (scores < s.high_confidence)).nonzero()[0]
         remaining_high = associate(all_tracks, high, s.match_iou, s.match_distance)
-        unmatched_recent = np.flatnonzero((matched_det < 0) & (self._lost == 0))
+        unmatched_recent = ((matched_det < 0) & (self._lost == 0)).nonzero()[0]
         associate(unmatched_recent, low, s.low_match_iou, 0.0)
 
         hit = matched_det >= 0
         if hit.any():
-            t_idx, d_idx = np.flatnonzero(hit), matched_det[hit]
-            measured = kalman.boxes_to_measurements(np.take(boxes, d_idx, axis=1))
+            t_idx, d_idx = hit.nonzero()[0], matched_det[hit]
+            measured = kalman.boxes_to_measurements(boxes.take(d_idx, axis=1))
             if len(t_idx) == count:  # every track seen (the usual case): no selecting
                 self._mean, self._cov = kalman.update(self._mean, self._cov, measured)
             else:
                 self._mean[:, t_idx], self._cov[:, :, t_idx] = kalman.update(
-                    np.take(self._mean, t_idx, axis=1), np.take(self._cov, t_idx, axis=2), measured)
+                    self._mean.take(t_idx, axis=1), self._cov.take(t_idx, axis=2), measured)
             self._confidences[t_idx] = scores[d_idx]
             self._groups[t_idx] = groups[d_idx]
             for t, d in zip(t_idx.tolist(), d_idx.tolist()):
@@ -175,8 +175,8 @@ class Tracker:
             self._lost = np.concatenate([self._lost, np.zeros(len(new), dtype=np.int64)])
             hit = np.concatenate([hit, np.ones(len(new), dtype=bool)])
 
-        shown = np.flatnonzero(hit)
-        out_boxes = kalman.states_to_boxes(np.take(self._mean, shown, axis=1)).T.tolist()
+        shown = hit.nonzero()[0]
+        out_boxes = kalman.states_to_boxes(self._mean.take(shown, axis=1)).T.tolist()
         ids, ages = self._ids[shown].tolist(), self._ages[shown].tolist()
         confidences = self._confidences[shown].tolist()
         # the detection each shown track matched (matched tracks are never dropped), or was born of
