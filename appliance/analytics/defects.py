@@ -43,13 +43,16 @@ Tools
     so far; when it has been gone for more than ``tool_lost_s`` the end follows with the
     final majority. A new track within ``tool_merge_s`` of a tool leaving, at the same place
     (IoU > ``tool_merge_iou``), is the same tool re-identified: it continues that record, or,
-    when the record has already ended, is swallowed — never a second record. Ties in the
+    when the record has already ended, is swallowed — never a second record. So is a lost id
+    the tracker revives, and only at the same place: else it is the next tool, laid down where
+    the last one lay. Ties in the
     vote go to the state that is not ``ok`` (the audit errs on the safe side).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -220,6 +223,7 @@ class DefectRules:
         self._tool_records: list[_Tool] = []
         self._tool_serial = 0
         self._last_t = 0.0
+        self._previous_t = -math.inf  # the stream's analyzed frame before this one
         self._warned: set[str] = set()
         line = settings.inspection_line
         if metrics is not None and line is not None:
@@ -230,7 +234,7 @@ class DefectRules:
 
     def observe(self, view: FrameView) -> list[Finding]:
         t = view.t
-        self._last_t = t
+        self._previous_t, self._last_t = self._last_t, t
         parts: list[Track] = []
         defects: list[tuple[str, float, Box]] = []
         tools: list[Track] = []
@@ -536,13 +540,15 @@ class DefectRules:
         return verdict.label if verdict.confidence >= classifier.threshold else None
 
     def _same_tool(self, t: float, track: Track, record: _Tool, revived: bool = False) -> bool:
-        """Whether ``track`` continues ``record``: seen in the last ``tool_lost_s`` (its own id only),
-        or at the same place within ``tool_merge_s`` (in this very frame too: a second box of another
-        state on the same tool)."""
+        """Whether ``track`` continues ``record``: its own id, seen in the stream's previous analyzed
+        frame, or at the same place within ``tool_merge_s`` (in this very frame too: a second box of
+        another state on the same tool). A tracker that revives a lost id may have put it on the next
+        tool laid down where the last one lay: that is a new presentation unless it is where the
+        record's tool was."""
         s = self.settings
-        gap = t - record.last_seen
-        if revived and gap <= s.tool_lost_s:
+        if revived and record.last_seen >= self._previous_t:
             return True
+        gap = t - record.last_seen
         return 0 <= gap < s.tool_merge_s and _iou(track.box, record.box) > s.tool_merge_iou
 
     def _tool_record(self, t: float, track: Track) -> _Tool:

@@ -367,17 +367,26 @@ def test_another_tool_or_a_late_return_is_a_new_record(gap_s: float, box: Box) -
     assert [e.attributes["state"] for e in rig.of("tool.verified", "end")] == ["clean", "dirty"]
 
 
-def test_a_tracker_reviving_an_id_on_another_tool_gives_a_new_record() -> None:
+@pytest.mark.parametrize("back", [3.6, 4.4])  # gone less than tool_lost_s, and more
+def test_a_tracker_reviving_an_id_on_another_tool_gives_a_new_record(back: float) -> None:
     # the tracker keeps a lost track for 30 frames and matches it to a new tool that half overlaps
     rig = Rig(DefectSettings(tool_zone="mat"), TrackerSettings(label_groups=TOOL_GROUP))
     other = (TOOL_BOX[0] + 25, TOOL_BOX[1] - 10, TOOL_BOX[2] + 40, TOOL_BOX[3] - 25)
-    rig.feed(presentation(["tool_clean"] * 10) + empty(3.0, 4.4)
-             + presentation(["tool_damaged"] * 10, t0=4.4, box=other) + empty(6.4, 8.0))
+    rig.feed(presentation(["tool_clean"] * 10) + empty(3.0, back)
+             + presentation(["tool_damaged"] * 10, t0=back, box=other) + empty(back + 2.0, back + 4.0))
     ends = rig.of("tool.verified", "end")
     assert [e.attributes["state"] for e in ends] == ["clean", "damaged"]
     assert [e.track_id for e in ends] == [1, 1]  # one tracker id, two presentations
-    assert ends[1].attributes["stream_time_s"] == pytest.approx(4.4)
+    assert ends[1].attributes["stream_time_s"] == pytest.approx(back)
     assert ends[1].attributes["votes"] == {"damaged": 10}
+
+
+def test_a_tool_the_detector_misses_for_a_few_frames_stays_one_record() -> None:
+    rig = Rig(DefectSettings(tool_zone="mat"), TrackerSettings(label_groups=TOOL_GROUP))
+    rig.feed(presentation(["tool_dirty"] * 10) + empty(3.0, 3.6)
+             + presentation(["tool_dirty"] * 10, t0=3.6) + empty(5.6, 8.0))
+    (end,) = rig.of("tool.verified", "end")
+    assert end.attributes["votes"] == {"dirty": 20}
 
 
 # -- the generated production line and tool station ----------------------------
