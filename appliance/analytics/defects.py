@@ -45,8 +45,8 @@ Tools
     (IoU > ``tool_merge_iou``), is the same tool re-identified: it continues that record, or,
     when the record has already ended, is swallowed — never a second record. So is a lost id
     the tracker revives, and only at the same place: else it is the next tool, laid down where
-    the last one lay. Ties in the
-    vote go to the state that is not ``ok`` (the audit errs on the safe side).
+    the last one lay. Ties in the vote go to the state that is not ``ok`` (the audit errs on
+    the safe side).
 """
 
 from __future__ import annotations
