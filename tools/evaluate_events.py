@@ -109,7 +109,7 @@ def start_delays() -> dict[str, float]:
     defects, ppe, animals = DefectSettings(), PpeSettings(), AnimalSettings()
     return {
         "defect.part": 0.0, "defect.anomaly": 0.0, "tool.verified": defects.tool_settle_s,
-        "ppe.missing_item": ppe.timing.start_after_s, "ppe.improper": ppe.timing.start_after_s,
+        "ppe.missing_item": ppe.timing.start_after_s, "ppe.improper": ppe.improper_timing.start_after_s,
         "hygiene.sequence_violation": 0.0,
         "fire.detected": ppe.fire_timing.start_after_s, "smoke.detected": ppe.fire_timing.start_after_s,
         "animal.immobile": animals.immobile_after_s, "animal.hyperactive": animals.hyperactive_after_s,

@@ -70,7 +70,11 @@ class PpeSettings(Strict):
     # zone id -> the items required while a person's feet are in it (replaces ``required``; a person
     # standing in several such zones needs the items of all of them)
     zone_required: dict[str, list[str]] = {}
-    timing: TimingSettings = TimingSettings(start_after_s=2.0, end_after_s=1.0)
+    # Missing items: reported after the grace time; over once everything is worn for 4 s. A person
+    # half hidden behind another, or given a neighbour's glove for a moment, still lacks what they lacked:
+    # one situation, not an end and a new start a few seconds later.
+    timing: TimingSettings = TimingSettings(start_after_s=2.0, end_after_s=4.0)
+    improper_timing: TimingSettings = TimingSettings(start_after_s=2.0, end_after_s=1.0)  # a mask under the nose
     # Each item's evidence on a person is a moving average of whether it was seen, with this time constant:
     # an item becomes worn when seen in most recent frames, missing when missed in most (a glove the
     # detector misses for a moment, or a neighbour's glove that fits for a moment, changes nothing).
@@ -247,7 +251,7 @@ class PpeRules:
         self._expected_y, self._x_weight = _EXPECTED_Y, _X_WEIGHT
         self._fire_labels = list(s.fire_labels)
         self._missing = EpisodeTracker(s.timing.timing())
-        self._improper = EpisodeTracker(s.timing.timing())
+        self._improper = EpisodeTracker(s.improper_timing.timing())
         self._fire = EpisodeTracker(s.fire_timing.timing())
         self._people: dict[int, _Person] = {}  # by person id (the first track id of the person)
         self._situation_ids = itertools.count(1)

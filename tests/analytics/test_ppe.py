@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from appliance.analytics.base import TimingSettings
 from appliance.analytics.ppe import PpeRules, PpeSettings
 from appliance.analytics.stream import StreamAnalytics, ZoneSpec
 from appliance.clock import ManualClock
@@ -85,12 +86,13 @@ def start_end(events: list[Event]) -> list[tuple[str, float, float | None]]:
 
 
 def test_five_seconds_without_a_mask_make_one_event_after_the_grace():
-    run = Run().feed(scripted(10, lambda t: person(400, 300, drop=("mask",) if 2 <= t < 7 else ())))
+    run = Run().feed(scripted(12, lambda t: person(400, 300, drop=("mask",) if 2 <= t < 7 else ())))
     events = run.of("ppe.missing_item")
     assert [e.phase for e in run.events] == ["start", "end"]
     start, end = events
     assert start_end(events) == [("start", 2.0, None), ("end", 2.0, 6.8)]
     assert run.emitted_at[0] == pytest.approx(4.0)  # not before the grace
+    assert run.emitted_at[1] == pytest.approx(6.8 + 4.0)  # the mask worn for the end hysteresis
     assert start.attributes["items"] == ["mask"]
     assert start.attributes["required"] == sorted(ALL)
     assert start.severity == "warning" and start.track_id is not None and start.track_id == end.track_id
@@ -127,16 +129,19 @@ def test_an_item_taken_off_is_dated_from_its_last_sighting_despite_the_hold():
     assert run.emitted_at[2] == pytest.approx(6.0)
 
 
-@pytest.mark.parametrize(("stitch_gap_s", "events"), [(2.0, 1), (0.0, 2)])
-def test_a_person_the_tracker_loses_for_a_moment_keeps_one_event(stitch_gap_s: float, events: int):
+@pytest.mark.parametrize(("stitch_gap_s", "end_after_s", "events"), [(2.0, 1.0, 1), (0.0, 1.0, 2), (0.0, 4.0, 1)])
+def test_a_person_the_tracker_loses_for_a_moment_keeps_one_event(stitch_gap_s: float, end_after_s: float,
+                                                                 events: int):
     """Unseen for a second (behind someone), back 40 px further under a new track id: the same
-    person, the same missing mask; without stitching, a second event."""
+    person, the same missing mask. Stitching the person's tracks keeps one event; without it, the end
+    hysteresis still does (the situation is continued where it was); without either, a second event."""
     def scene(t: float) -> list[Detection]:
         if 4.0 <= t < 5.0:
             return []
         return person(400 + (40 if t >= 5.0 else 0), 300, drop=("mask",))
 
-    run = Run(PpeSettings(stitch_gap_s=stitch_gap_s), tracker=TrackerSettings(max_lost_frames=1))
+    timing = TimingSettings(start_after_s=2.0, end_after_s=end_after_s)
+    run = Run(PpeSettings(stitch_gap_s=stitch_gap_s, timing=timing), tracker=TrackerSettings(max_lost_frames=1))
     run.feed(scripted(10, scene)).close()
     starts = [e for e in run.of("ppe.missing_item") if e.phase == "start"]
     assert len(starts) == events, start_end(run.of("ppe.missing_item"))
