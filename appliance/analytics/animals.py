@@ -29,7 +29,9 @@ three frames) within the dead band of where it is now, or since it last did some
 else; ``animal.immobile`` starts once that lasted ``immobile_after_s`` and is dated
 back to that moment. Episodes (``animal.immobile``, ``.hyperactive``, ``.seizure_like``
 as warnings; ``.rearing``, ``.grooming`` as info) start, and end after
-``episode_end_after_s`` without the condition, through ``EpisodeTracker``; a run is
+``episode_end_after_s`` without the condition (``immobile_end_after_s``: an immobile
+animal that stirs for a moment and lies still again goes on being the same immobile
+animal), through ``EpisodeTracker``; a run is
 seen only once the window shows it, so ``hyperactive_after_s`` counts from the run's
 onset (where that window began), not from when it was seen; so does ``seizure_after_s``
 from the first reversal of the shaking.
@@ -70,6 +72,7 @@ _WINDOWED = frozenset({"animal.hyperactive", "animal.seizure_like"})
 # Per-animal values, one row per slot: body length (pixels), whether it was measured on a box
 # the frame's edge did not cut, the anchor (x, y), immobile since, state, distance (pixels, body lengths).
 _BODY, _MEASURED, _ANCHOR, _SINCE, _STATE, _DIST_PX, _DIST_BL = 0, 1, slice(2, 4), 4, 5, 6, 7
+_NOWHERE = (np.nan, np.nan)
 _NVALUES = 8
 _NEVER = -1e18  # the stream time of ring entries not written yet (finite: it is multiplied by 0)
 _NEW_VALUES = np.array([0.0, 0.0, np.nan, np.nan, 0.0, MOVING, 0.0, 0.0])
@@ -95,6 +98,9 @@ class AnimalSettings(Strict):
 
     immobile_speed: NonNegative = 0.15  # below this a frame may be immobile
     immobile_after_s: PositiveSeconds = 10.0
+    # An immobile animal that stirs for less than this and lies still again where it lay (a neighbour lying
+    # down against it, a twitch) is the same immobile animal: one event, not an end and a new one later.
+    immobile_end_after_s: NonNegative = 3.0
 
     hyperactive_speed: NonNegative = 2.2  # a mouse walks at about 0.5–2 body lengths per second
     hyperactive_window_s: PositiveSeconds = 1.6  # the speed along the path is averaged over this window
@@ -170,7 +176,7 @@ class AnimalRules:
         self._labels = frozenset(s.labels)
         end = s.episode_end_after_s
         self._episodes: dict[str, tuple[EpisodeTracker, str]] = {
-            "animal.immobile": (EpisodeTracker(Timing(0.0, end)), "warning"),
+            "animal.immobile": (EpisodeTracker(Timing(0.0, s.immobile_end_after_s)), "warning"),
             "animal.hyperactive": (EpisodeTracker(Timing(s.hyperactive_after_s, s.hyperactive_end_after_s)), "warning"),
             "animal.seizure_like": (EpisodeTracker(Timing(s.seizure_after_s, end)), "warning"),
             "animal.rearing": (EpisodeTracker(Timing(s.behaviour_min_s, end)), "info"),
@@ -485,8 +491,15 @@ class AnimalRules:
         # the episodes' conditions: few animals are in an eventful state at a time
         for animal in animals:
             animal.last_seen = t
-        eventful = ((state >= REARING) | ((state == IMMOBILE) & (t - since >= s.immobile_after_s))).nonzero()[0]
-        eventful = eventful.tolist()
+        immobile = state == IMMOBILE
+        lying = self._episodes["animal.immobile"][0].open  # still for long enough: still again there goes on
+        here = median[:, -1].T  # [k, 2]
+        if lying:
+            rest = np.array([lying[a.serial].payload["rest"] if a.serial in lying else _NOWHERE for a in animals])
+            immobile &= (t - since >= s.immobile_after_s) | (((here - rest) ** 2).sum(axis=1) <= deadband ** 2)
+        else:
+            immobile &= t - since >= s.immobile_after_s
+        eventful = ((state >= REARING) | immobile).nonzero()[0].tolist()
         if not eventful:
             return
         codes, prior, since_l, before_l = state.tolist(), previous.tolist(), since.tolist(), before.tolist()
@@ -494,8 +507,11 @@ class AnimalRules:
             a = animals[i]
             code = codes[i]
             if code == IMMOBILE:
-                active["animal.immobile"][a.serial] = {"track_id": a.track_id, "box": a.box, "since": since_l[i],
-                                                       "immobile_s": round(t - since_l[i], 2)}
+                episode = lying.get(a.serial)
+                still, rest = (since_l[i], here[i].tolist()) if episode is None else (
+                    episode.payload["since"], episode.payload["rest"])
+                active["animal.immobile"][a.serial] = {"track_id": a.track_id, "box": a.box, "since": still,
+                                                       "rest": rest, "immobile_s": round(t - still, 2)}
                 continue
             kind = _KINDS[code]
             if code != prior[i] and a.serial not in self._episodes[kind][0].open:
@@ -558,7 +574,7 @@ class AnimalRules:
         for tr in transitions:
             p = tr.episode.payload
             began = p.get("since", tr.episode.began)
-            attributes = {k: v for k, v in p.items() if k not in ("track_id", "box", "since")}
+            attributes = {k: v for k, v in p.items() if k not in ("track_id", "box", "since", "rest")}
             if tr.phase == "end":
                 attributes["duration_s"] = round(tr.at - began, 2)
                 if kind == "animal.immobile":

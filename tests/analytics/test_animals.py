@@ -100,9 +100,33 @@ def test_an_animal_that_stops_for_15_s_is_reported_immobile_10_s_later_dated_bac
     assert start.severity == "warning" and start.track_id is not None and start.attributes["box"]
     assert end.attributes["episode"] == start.id and end.track_id == start.track_id
     assert end.attributes["stream_end_s"] == pytest.approx(20.0, abs=0.3)  # when it moved again ...
-    assert end.attributes["stream_reported_s"] <= 21.5  # ... reported after the hysteresis
+    assert 22.5 <= end.attributes["stream_reported_s"] <= 23.5  # ... reported after the 3 s hysteresis
     assert end.attributes["immobile_s"] == pytest.approx(15.0, abs=0.6)
     assert cage.warnings() == {"animal.immobile"}
+
+
+@pytest.mark.parametrize(("stir_s", "events"), [(2.0, 1), (5.0, 2)])
+def test_an_immobile_animal_that_stirs_for_a_moment_stays_one_event(stir_s: float, events: int) -> None:
+    """Still for 15 s, then it shifts half a body length and back (a neighbour lying down against it,
+    a twitch) and lies still for 12 s more: a stir shorter than the end hysteresis (3 s) is one event
+    that lasts throughout; a longer one ends it, and the animal still again is a new event 10 s later."""
+    cage = Cage()
+    cage.run(15, lambda t: [rodent(350, 240)])
+    cage.run(stir_s, lambda t: [rodent(350 + BODY / 2 * math.sin(math.pi * (t - 15) / stir_s), 240)])
+    cage.run(12, lambda t: [rodent(350, 240)])
+    cage.close()
+
+    starts, ends = cage.of("animal.immobile", "start"), cage.of("animal.immobile", "end")
+    assert len(starts) == len(ends) == events
+    assert starts[0].attributes["stream_time_s"] == pytest.approx(0.0, abs=0.25)
+    if events == 1:
+        assert ends[0].attributes["stream_end_s"] == pytest.approx(27 + stir_s, abs=0.3)  # closed with the clip
+        assert ends[0].attributes["immobile_s"] == pytest.approx(27 + stir_s, abs=0.3)
+    else:
+        assert ends[0].attributes["stream_end_s"] == pytest.approx(15.0, abs=0.6)
+        assert starts[1].attributes["stream_reported_s"] == pytest.approx(
+            starts[1].attributes["stream_time_s"] + 10.0, abs=0.25)
+        assert starts[1].attributes["stream_time_s"] == pytest.approx(15 + stir_s, abs=0.6)
 
 
 def test_a_short_pause_and_a_walking_animal_raise_nothing_and_distance_follows_the_path() -> None:
