@@ -12,7 +12,8 @@ frame) and overlapping time. Reported per kind: precision, recall and the 90th
 percentile of the start latency (when the event was reported, minus when the
 situation began in the truth), against a target of the kind's configured start
 delay (grace, confirmation) plus one second. A situation that begins within that
-target of the clip's end cannot be reported in time and is not scored.
+target of the clip's end cannot be reported in time, one shorter than the start
+delay must not be reported: neither is scored.
 """
 
 from __future__ import annotations
@@ -229,15 +230,18 @@ class Tally:
 def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, Tally]:
     truths = truth_frames(scene)
     timeline = [t for t in scene.timeline() if case.answers(t.kind) is not None]
-    # a situation that begins within its kind's latency target of the clip's end cannot be reported
-    # in time: it is not counted, and an event it explains is not held against the appliance
+    # a situation that begins within its kind's latency target of the clip's end cannot be reported in
+    # time, and one shorter than its kind's start delay must not be (a mask under the nose for a second,
+    # against a 2 s grace): neither is counted, and an event one explains is not held against the appliance
     end_s = len(truths) / scene.fps
-    late = {i for i, t in enumerate(timeline) if t.start_s > end_s - START_DELAYS[case.answers(t.kind)] - 1.0}
+    delays = [START_DELAYS[case.answers(t.kind)] for t in timeline]
+    excused = {i for i, (t, delay) in enumerate(zip(timeline, delays))
+            if t.start_s > end_s - delay - 1.0 or t.end_s - t.start_s < delay}
     starts = [e for e in events if e["kind"] in case.kinds and e["phase"] == "start"]
     ends = {e["attributes"].get("episode"): e for e in events if e["phase"] == "end"}
     tallies = {kind: Tally() for kind in case.kinds}
     for i, t in enumerate(timeline):
-        if i not in late:
+        if i not in excused:
             tallies[case.answers(t.kind)].truth += 1
     used: set[int] = set()
     for event in starts:
@@ -257,7 +261,7 @@ def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, T
             if not case.same(event, truth):
                 continue
             used.add(index)
-            if index in late:
+            if index in excused:
                 tally.emitted -= 1
                 break
             tally.matched_emitted += 1

@@ -1,0 +1,56 @@
+"""The event scoring of ``tools/evaluate_events.py`` on a hand-made timeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tools.evaluate_events import CASES, score
+from tools.scenes.common import FrameTruth, TimelineEvent, TruthObject
+
+FPS = 5
+PERSON = (100.0, 100.0, 180.0, 300.0)
+
+
+@dataclass
+class Timeline:
+    """One person in view for 40 s, and the situations the appliance should report."""
+
+    events: list[TimelineEvent]
+    fps: int = FPS
+
+    def timeline(self) -> list[TimelineEvent]:
+        return self.events
+
+    def truths(self) -> Iterator[FrameTruth]:
+        for i in range(40 * FPS):
+            yield FrameTruth(i, i / FPS, [TruthObject(1, "person", PERSON)])
+
+
+def improper(began: float, reported: float, ended: float, n: int) -> list[dict[str, Any]]:
+    attributes = {"stream_time_s": began, "stream_reported_s": reported, "box": list(PERSON)}
+    return [{"id": f"e{n}", "kind": "ppe.improper", "phase": "start", "attributes": attributes},
+            {"id": f"x{n}", "kind": "ppe.improper", "phase": "end",
+             "attributes": {"episode": f"e{n}", "stream_end_s": ended}}]
+
+
+def test_a_situation_shorter_than_the_grace_is_neither_counted_nor_held_against_the_appliance():
+    # a mask under the nose for 1 s (the grace is 2 s: the rules must let it pass), then for 5 s
+    scene = Timeline([TimelineEvent("ppe.improper", 1, 5.0, 6.0, {"item": "mask"}),
+                      TimelineEvent("ppe.improper", 1, 10.0, 15.0, {"item": "mask"})])
+    case = CASES["cleanroom"]
+
+    silent = score(case, scene, [])["ppe.improper"]
+    assert (silent.truth, silent.emitted, silent.recall) == (1, 0, 0.0)
+
+    right = score(case, scene, improper(10.0, 12.0, 15.0, 1))["ppe.improper"]
+    assert (right.truth, right.emitted, right.matched_emitted, right.latencies) == (1, 1, 1, [2.0])
+
+    # the brief one reported too (a detector that flickered on for longer): not a false event
+    both = score(case, scene, improper(5.0, 7.0, 7.0, 2) + improper(10.0, 12.0, 15.0, 1))["ppe.improper"]
+    assert (both.truth, both.emitted, both.matched_emitted, both.precision) == (1, 1, 1, 1.0)
+
+    # an event where nothing happened is held against it
+    wrong = score(case, scene, improper(25.0, 27.0, 30.0, 3) + improper(10.0, 12.0, 15.0, 1))["ppe.improper"]
+    assert (wrong.truth, wrong.emitted, wrong.matched_emitted, wrong.precision) == (1, 2, 1, 0.5)
