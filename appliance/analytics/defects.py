@@ -38,7 +38,8 @@ Tools
     names from the tool's crop (``tool_check.model``, a ``classify`` model whose labels are
     the states; verdicts below its ``confidence`` do not vote; on a backend that keeps no
     frames the state is ``unchecked``, a warning). A tool that
-    lay still (its box kept IoU ≥ ``tool_still_iou`` with where it settled) for
+    lay still (the detector's box kept IoU ≥ ``tool_still_iou`` with where it settled: the
+    tracker's smoothed box of a revived id may take seconds to fit the new tool) for
     ``tool_settle_s`` raises ``tool.verified`` start with the majority state of its frames
     so far; when it has been gone for more than ``tool_lost_s`` the end follows with the
     final majority. A new track within ``tool_merge_s`` of a tool leaving, at the same place
@@ -477,7 +478,7 @@ class DefectRules:
                               self.stream_id, s.tool_zone)
                 tools = []
             else:
-                boxes = np.array([tr.box for tr in tools], dtype=np.float64)
+                boxes = np.array([tr.seen_box for tr in tools], dtype=np.float64)
                 centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], axis=1)
                 inside = zone.contains(centres)
                 tools = [tr for tr, ok in zip(tools, inside) if ok]
@@ -496,15 +497,15 @@ class DefectRules:
             if record.voted_at == t:
                 continue  # two ids of one re-identified tool in one frame: one vote
             record.voted_at = record.last_seen = t
-            record.box = track.box
+            record.box = track.seen_box
             if record.ended:
                 continue  # a re-identified tool whose record is closed: no second record
             state = self._tool_state(view, track)
             if state is not None:
                 record.votes[state] = record.votes.get(state, 0) + 1
                 record.peak = max(record.peak, track.confidence)
-            if _iou(track.box, record.still_box) < s.tool_still_iou:
-                record.still_box, record.still_since = track.box, t
+            if _iou(track.seen_box, record.still_box) < s.tool_still_iou:
+                record.still_box, record.still_since = track.seen_box, t
             if not record.started and record.votes and t - record.still_since >= s.tool_settle_s:
                 record.started = True
                 findings.append(self._tool_finding("start", record))
@@ -549,7 +550,7 @@ class DefectRules:
         if revived and record.last_seen >= self._previous_t:
             return True
         gap = t - record.last_seen
-        return 0 <= gap < s.tool_merge_s and _iou(track.box, record.box) > s.tool_merge_iou
+        return 0 <= gap < s.tool_merge_s and _iou(track.seen_box, record.box) > s.tool_merge_iou
 
     def _tool_record(self, t: float, track: Track) -> _Tool:
         """The record of a tool that just appeared: a re-identified one's, or a new one."""
@@ -557,12 +558,12 @@ class DefectRules:
         best, best_iou = None, s.tool_merge_iou
         for record in self._tool_records:
             if self._same_tool(t, track, record):
-                overlap = _iou(track.box, record.box)
+                overlap = _iou(track.seen_box, record.box)
                 if overlap > best_iou:
                     best, best_iou = record, overlap
         if best is None:
             self._tool_serial += 1
-            best = _Tool(f"tool:{self._tool_serial}", track.track_id, t, t, track.box, track.box, t)
+            best = _Tool(f"tool:{self._tool_serial}", track.track_id, t, t, track.seen_box, track.seen_box, t)
             self._tool_records.append(best)
         best.track_ids.append(track.track_id)
         self._tools[track.track_id] = best

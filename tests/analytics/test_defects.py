@@ -381,6 +381,22 @@ def test_a_tracker_reviving_an_id_on_another_tool_gives_a_new_record(back: float
     assert ends[1].attributes["votes"] == {"damaged": 10}
 
 
+def test_a_tool_is_audited_once_it_lies_still_even_where_the_tracker_s_box_still_settles() -> None:
+    # a long tool lying across the mat, then a short upright one where it lay: the tracker revives the
+    # first one's id and its smoothed box takes seconds to shrink to the new tool; the detector's box
+    # is still from the first frame, and the audit comes after tool_settle_s (1 s) of it
+    rig = Rig(DefectSettings(tool_zone="mat"), TrackerSettings(label_groups=TOOL_GROUP))
+    across = (140.0, 140.0, 340.0, 180.0)
+    upright = (220.0, 100.0, 260.0, 220.0)
+    rig.feed(presentation(["tool_clean"] * 10, box=across) + empty(3.0, 3.6)
+             + presentation(["tool_dirty"] * 20, t0=3.6, box=upright) + empty(7.6, 9.0))
+    starts = rig.of("tool.verified", "start")
+    assert [e.attributes["state"] for e in starts] == ["clean", "dirty"]
+    assert starts[1].attributes["stream_time_s"] == pytest.approx(3.6)
+    assert starts[1].attributes["stream_reported_s"] <= 3.6 + 1.0 + 0.2  # within a frame of settling
+    assert starts[1].attributes["box"] == pytest.approx(upright)
+
+
 def test_a_tool_the_detector_misses_for_a_few_frames_stays_one_record() -> None:
     rig = Rig(DefectSettings(tool_zone="mat"), TrackerSettings(label_groups=TOOL_GROUP))
     rig.feed(presentation(["tool_dirty"] * 10) + empty(3.0, 3.6)
