@@ -59,7 +59,7 @@ from pydantic import Field, model_validator
 
 from appliance.analytics.base import Finding, FrameView, TimingSettings
 from appliance.analytics.geometry import Zone, ZoneTable
-from appliance.analytics.lifecycle import EpisodeTracker, Timing, Transition
+from appliance.analytics.lifecycle import TIME_SLACK, EpisodeTracker, Timing, Transition
 from appliance.config.base import Strict
 from appliance.types import Box, Track
 
@@ -494,11 +494,12 @@ class AnimalRules:
         immobile = state == IMMOBILE
         lying = self._episodes["animal.immobile"][0].open  # still for long enough: still again there goes on
         here = median[:, -1].T  # [k, 2]
+        long_enough = t - since >= s.immobile_after_s - TIME_SLACK
         if lying:
             rest = np.array([lying[a.serial].payload["rest"] if a.serial in lying else _NOWHERE for a in animals])
-            immobile &= (t - since >= s.immobile_after_s) | (((here - rest) ** 2).sum(axis=1) <= deadband ** 2)
+            immobile &= long_enough | (((here - rest) ** 2).sum(axis=1) <= deadband ** 2)
         else:
-            immobile &= t - since >= s.immobile_after_s
+            immobile &= long_enough
         eventful = ((state >= REARING) | immobile).nonzero()[0].tolist()
         if not eventful:
             return

@@ -64,6 +64,7 @@ from pydantic import Field, model_validator
 from appliance.analytics.base import Finding, FrameView
 from appliance.analytics.geometry import Line
 from appliance.analytics.inspection import AnomalyInspector, CropClassifier
+from appliance.analytics.lifecycle import TIME_SLACK
 from appliance.config.base import Identifier, Strict
 from appliance.metrics import ApplianceMetrics
 from appliance.tracking.tracker import iou_matrix
@@ -506,7 +507,7 @@ class DefectRules:
                 record.peak = max(record.peak, track.confidence)
             if _iou(track.seen_box, record.still_box) < s.tool_still_iou:
                 record.still_box, record.still_since = track.seen_box, t
-            if not record.started and record.votes and t - record.still_since >= s.tool_settle_s:
+            if not record.started and record.votes and t - record.still_since >= s.tool_settle_s - TIME_SLACK:
                 record.started = True
                 findings.append(self._tool_finding("start", record))
         keep: list[_Tool] = []

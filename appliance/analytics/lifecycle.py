@@ -14,6 +14,10 @@ from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# Stream times are frame timestamps in seconds, as floats: 2.8 - 0.8 comes out 1.9999999999999998, and a
+# 2 s grace would wait one frame more. Durations are compared with this much slack, far below a frame.
+TIME_SLACK = 1e-6
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -73,16 +77,16 @@ class EpisodeTracker:
             if confidence is not None:
                 episode.peak_confidence = max(episode.peak_confidence, confidence.get(key, 0.0))
             if not episode.started:
-                if t - episode.began >= timing.start_after_s:
+                if t - episode.began >= timing.start_after_s - TIME_SLACK:
                     episode.started = True
                     episode.last_reported = t
                     out.append(Transition("start", episode, t))
-            elif timing.update_every_s is not None and t - episode.last_reported >= timing.update_every_s:
+            elif timing.update_every_s is not None and t - episode.last_reported >= timing.update_every_s - TIME_SLACK:
                 episode.last_reported = t
                 out.append(Transition("update", episode, t))
         confirm_gap = timing.end_after_s if timing.confirm_gap_s is None else timing.confirm_gap_s
         for key in [k for k, e in self._open.items() if k not in active and k not in kept
-                    and t - e.last_seen >= (timing.end_after_s if e.started else confirm_gap)]:
+                    and t - e.last_seen >= (timing.end_after_s if e.started else confirm_gap) - TIME_SLACK]:
             episode = self._open.pop(key)
             if episode.started:
                 out.append(Transition("end", episode, episode.last_seen))

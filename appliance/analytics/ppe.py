@@ -39,7 +39,7 @@ from scipy.optimize import linear_sum_assignment
 
 from appliance.analytics.base import Finding, FrameView, TimingSettings
 from appliance.analytics.geometry import ZoneTable, anchor_points
-from appliance.analytics.lifecycle import Episode, EpisodeTracker, Transition
+from appliance.analytics.lifecycle import TIME_SLACK, Episode, EpisodeTracker, Transition
 from appliance.config.base import Strict
 from appliance.types import Box, Detection, Track
 
@@ -675,7 +675,7 @@ class PpeRules:
         else:
             person.wash_run = 0.0
         findings = []
-        if in_clean and person.in_clean is False and person.wash_best < s.min_wash_s - _EPS:
+        if in_clean and person.in_clean is False and person.wash_best < s.min_wash_s - TIME_SLACK:
             findings.append(Finding(
                 "hygiene.sequence_violation", "start", t, ended=t, track_id=track.track_id, severity="warning",
                 confidence=track.confidence, zone=s.clean_zone, box=track.box,

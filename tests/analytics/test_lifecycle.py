@@ -82,3 +82,11 @@ def test_a_kept_episode_neither_ends_nor_moves_on_and_finish_ends_it_as_of_a_tim
     # an episode that never started ends without a word
     tracker.step(5.0, {"b": {}})
     assert tracker.finish("b", 5.0) is None and "b" not in tracker.open
+
+
+def test_the_grace_is_kept_to_the_frame_on_stream_times_of_a_15_fps_clip():
+    # frame timestamps in seconds: 42/15 - 12/15 is 1.9999999999999998 in floating point, and the start
+    # must not wait a frame longer for it (nor the end)
+    tracker = EpisodeTracker(Timing(start_after_s=2.0, end_after_s=1.0))
+    out = run(tracker, [(i / 15, 12 <= i < 60) for i in range(0, 120, 3)])
+    assert out == [("start", 12 / 15, 42 / 15), ("end", 12 / 15, 57 / 15)]
