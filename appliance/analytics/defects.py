@@ -498,15 +498,15 @@ class DefectRules:
             if record.voted_at == t:
                 continue  # two ids of one re-identified tool in one frame: one vote
             record.voted_at = record.last_seen = t
-            record.box = track.seen_box
+            record.box = box = track.seen_box  # the detector's: the tracker's of a revived id may lag
             if record.ended:
                 continue  # a re-identified tool whose record is closed: no second record
             state = self._tool_state(view, track)
             if state is not None:
                 record.votes[state] = record.votes.get(state, 0) + 1
                 record.peak = max(record.peak, track.confidence)
-            if _iou(track.seen_box, record.still_box) < s.tool_still_iou:
-                record.still_box, record.still_since = track.seen_box, t
+            if _iou(box, record.still_box) < s.tool_still_iou:
+                record.still_box, record.still_since = box, t
             if not record.started and record.votes and t - record.still_since >= s.tool_settle_s - TIME_SLACK:
                 record.started = True
                 findings.append(self._tool_finding("start", record))
