@@ -526,7 +526,7 @@ class PpeRules:
                            "episode": f"{key[-1]}:{self.settings.improper_item}",  # type: ignore[index]
                            "attributes": {"items": [self.settings.improper_item]}}
             confidence[key] = track.confidence
-        self._carry_unseen(episodes, t, set(people), active)
+        self._carry_unseen(episodes, t, set(people), active, pending=False)
         return [self._improper_finding(tr) for tr in self._improper.step(t, active, confidence)]
 
     def _observe_missing(self, t: float, persons: list[Track], lacking: list[_Lacking],
@@ -598,7 +598,7 @@ class PpeRules:
             else:
                 person.kept = None
             person.situation = key
-        self._carry_unseen(episodes, t, seen, active)
+        self._carry_unseen(episodes, t, seen, active, pending=True)
         for key in [k for k, e in episodes.items() if not e.started and k not in active and k not in waiting]:
             self._missing.finish(key, t)  # not shown in this frame: a new situation must hold without a break
         keeping = [lack.person.kept for lack in replaces.values()] + waiting
@@ -627,14 +627,19 @@ class PpeRules:
         return names
 
     def _carry_unseen(self, episodes: Mapping[Hashable, Any], t: float, seen: set[int],
-                      active: dict[Hashable, dict[str, Any]]) -> None:
+                      active: dict[Hashable, dict[str, Any]], pending: bool) -> None:
         """A person out of sight for up to ``stitch_gap_s`` (behind someone, missed by the detector)
-        still lacks what they lacked: their open episodes go on (and end at most that much late)."""
+        still lacks what they lacked: their reported episodes go on (and end at most that much late).
+        Episodes still in their grace go on only where ``pending`` (an absence: the person behind
+        someone still lacks their gloves) and the person was seen in more than one frame (a box the
+        detector saw once confirms nothing while it is gone); a thing worn wrongly must be seen
+        through its whole grace."""
         for key, episode in episodes.items():
             person_id = episode.payload["track_id"]
             person = self._people.get(person_id)
             if (person_id not in seen and key not in active and person is not None
-                    and t - person.last_t <= self.settings.stitch_gap_s):
+                    and t - person.last_t <= self.settings.stitch_gap_s
+                    and (episode.started or pending and person.last_t > person.renewed)):
                 active[key] = episode.payload
 
     def _turned(self, person: _Person, held: np.ndarray, required: np.ndarray, t: float) -> float:

@@ -149,6 +149,37 @@ def test_a_person_the_tracker_loses_for_a_moment_keeps_one_event(stitch_gap_s: f
     assert len({e.track_id for e in starts}) == events  # the tracker did give the person a new id
 
 
+def test_a_person_the_detector_saw_in_one_frame_only_raises_nothing():
+    """A stray box (the top half of someone, seen once) lacks everything, and is gone at once: while a
+    situation is in its grace it goes on unseen only for someone seen in more than one frame."""
+    def scene(t: float) -> list[Detection]:
+        stray = person(800, 300, wears=()) if round(t * FPS) == 10 else []
+        return person(400, 300) + stray
+
+    run = Run().feed(scripted(8, scene)).close()
+    assert run.events == []
+    # seen in two frames, then hidden (behind someone): the missing items go on through the stitch gap
+    run = Run().feed(scripted(8, lambda t: person(800, 300, wears=()) if t < 0.4 else [])).close()
+    assert start_end(run.of("ppe.missing_item")) == [("start", 0.0, None), ("end", 0.0, 2.2)]  # carried 2 s
+
+
+def test_a_mask_under_the_nose_must_be_seen_through_its_grace():
+    """Under the nose for a second, hidden for 1.4 s, back with the mask worn: nothing to report (the
+    hidden face is no evidence either way). Seen the whole 2 s grace, it is reported."""
+    def scene(hidden: tuple[float, float]) -> Callable[[float], list[Detection]]:
+        def at(t: float) -> list[Detection]:
+            if hidden[0] <= t < hidden[1]:
+                return []
+            wrong = [item for item in ALL if item != "mask"] + ["mask_improper"]
+            return person(400, 300, wears=wrong if 1.0 <= t < 2.0 else ALL)
+        return at
+
+    assert Run().feed(scripted(8, scene((2.0, 3.4)))).close().events == []
+    seen = Run().feed(scripted(8, lambda t: person(400, 300, wears=[item for item in ALL if item != "mask"]
+                                                   + ["mask_improper"] if 1.0 <= t < 3.2 else ALL))).close()
+    assert start_end(seen.of("ppe.improper")) == [("start", 1.0, None), ("end", 1.0, 3.0)]
+
+
 def test_zone_requirements_follow_the_feet():
     # the general area needs a gown only; the filling room (right half of the floor) needs mask and goggles too
     settings = PpeSettings(required=["gown"], zone_required={"filling": ["gown", "mask", "goggles"]})
