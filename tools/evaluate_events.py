@@ -227,16 +227,48 @@ class Tally:
         return float(np.percentile(self.latencies, 90)) if self.latencies else None
 
 
+def sight_of(truths: list[FrameTruth]) -> dict[int, np.ndarray]:
+    """Per track whose truth says whether it is in sight (a person behind others may not be): [frames]
+    whether it is in the frame and in sight."""
+    sight: dict[int, np.ndarray] = {}
+    for truth in truths:
+        for obj in truth.objects:
+            if "in_sight" in obj.attributes:
+                sight.setdefault(obj.track_id, np.zeros(len(truths), bool))[truth.index] = obj.attributes["in_sight"]
+    return sight
+
+
+def in_sight_from(truth: TimelineEvent, sight: np.ndarray | None, fps: int, delay: float) -> float | None:
+    """When a situation could first be confirmed by sight: the first moment within it (for a moment's
+    event, such as a violation at the door, from then on) from which its object stays in sight for the
+    kind's start delay (one frame at least); None if never. The start where the truth says nothing of
+    sight. A person behind others is in the timeline all the same, and no camera sees what they lack."""
+    if sight is None:
+        return truth.start_s
+    first = round(truth.start_s * fps)
+    last = round(truth.end_s * fps) if truth.end_s > truth.start_s else len(sight)
+    need = max(1, round(delay * fps))
+    run = 0
+    for index in range(first, min(last, len(sight))):
+        run = run + 1 if sight[index] else 0
+        if run == need:
+            return (index - need + 1) / fps
+    return None
+
+
 def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, Tally]:
     truths = truth_frames(scene)
     timeline = [t for t in scene.timeline() if case.answers(t.kind) is not None]
     # a situation that begins within its kind's latency target of the clip's end cannot be reported in
     # time, and one shorter than its kind's start delay must not be (a mask under the nose for a second,
     # against a 2 s grace): neither is counted, and an event one explains is not held against the appliance
+    # (a situation is dated from when it could first be seen: see ``in_sight_from``)
     end_s = len(truths) / scene.fps
     delays = [START_DELAYS[case.answers(t.kind)] for t in timeline]
-    excused = {i for i, (t, delay) in enumerate(zip(timeline, delays))
-            if t.start_s > end_s - delay - 1.0 or t.end_s - t.start_s < delay}
+    sight = sight_of(truths)
+    seen = [in_sight_from(t, sight.get(t.track_id), scene.fps, delay) for t, delay in zip(timeline, delays)]
+    excused = {i for i, (t, delay, since) in enumerate(zip(timeline, delays, seen))
+               if since is None or since > end_s - delay - 1.0 or delay > 0 and t.end_s - since < delay}
     starts = [e for e in events if e["kind"] in case.kinds and e["phase"] == "start"]
     ends = {e["attributes"].get("episode"): e for e in events if e["phase"] == "end"}
     tallies = {kind: Tally() for kind in case.kinds}
@@ -266,7 +298,7 @@ def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, T
                 break
             tally.matched_emitted += 1
             tally.matched_truth += 1
-            tally.latencies.append(event["attributes"]["stream_reported_s"] - truth.start_s)
+            tally.latencies.append(event["attributes"]["stream_reported_s"] - seen[index])
             break
     return tallies
 

@@ -19,13 +19,15 @@ class Timeline:
 
     events: list[TimelineEvent]
     fps: int = FPS
+    hidden: tuple[float, float] | None = None  # while the person stands behind someone (not in sight)
 
     def timeline(self) -> list[TimelineEvent]:
         return self.events
 
     def truths(self) -> Iterator[FrameTruth]:
         for i in range(40 * FPS):
-            yield FrameTruth(i, i / FPS, [TruthObject(1, "person", PERSON)])
+            attributes = {} if self.hidden is None else {"in_sight": not self.hidden[0] <= i / FPS < self.hidden[1]}
+            yield FrameTruth(i, i / FPS, [TruthObject(1, "person", PERSON, attributes)])
 
 
 def improper(began: float, reported: float, ended: float, n: int) -> list[dict[str, Any]]:
@@ -54,3 +56,17 @@ def test_a_situation_shorter_than_the_grace_is_neither_counted_nor_held_against_
     # an event where nothing happened is held against it
     wrong = score(case, scene, improper(25.0, 27.0, 30.0, 3) + improper(10.0, 12.0, 15.0, 1))["ppe.improper"]
     assert (wrong.truth, wrong.emitted, wrong.matched_emitted, wrong.precision) == (1, 2, 1, 0.5)
+
+
+def test_a_situation_is_dated_from_when_it_could_first_be_seen():
+    # a mask under the nose from 10 s, but the person stands behind someone until 13 s
+    case = CASES["cleanroom"]
+    scene = Timeline([TimelineEvent("ppe.improper", 1, 10.0, 20.0, {"item": "mask"})], hidden=(8.0, 13.0))
+    seen = score(case, scene, improper(13.0, 15.0, 20.0, 1))["ppe.improper"]
+    assert (seen.truth, seen.matched_truth, seen.latencies) == (1, 1, [2.0])  # 15 s - 13 s, not 15 s - 10 s
+    # in sight again for less than the 2 s grace before it ends: it cannot be confirmed, and is not counted
+    brief = Timeline([TimelineEvent("ppe.improper", 1, 10.0, 14.0, {"item": "mask"})], hidden=(8.0, 12.5))
+    assert score(case, brief, [])["ppe.improper"].truth == 0
+    # a truth that says nothing of sight: from the start
+    plain = score(case, Timeline(scene.events), improper(13.0, 15.0, 20.0, 1))["ppe.improper"]
+    assert plain.latencies == [5.0]

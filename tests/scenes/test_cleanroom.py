@@ -8,6 +8,7 @@ import pytest
 from tools.scenes.cleanroom import (
     CLEAN_ZONE,
     FIRE_TRACK_ID,
+    IN_SIGHT,
     PPE_ITEMS,
     PPE_LABELS,
     SMOKE_TRACK_ID,
@@ -87,6 +88,27 @@ def test_truth_boxes_lie_in_the_frame_with_known_labels_and_stable_ids(scene, tr
             labels <= {"mask", "mask_improper"}, (track, labels)
     assert labels_of[FIRE_TRACK_ID] == {"fire"} and labels_of[SMOKE_TRACK_ID] == {"smoke"}
     assert sum(labels == {"person"} for labels in labels_of.values()) == 3
+
+
+def test_a_person_is_out_of_sight_only_behind_someone(scene, truths):
+    """People walk behind each other: a person whose box others cover by less than half is in sight;
+    one out of sight lies mostly under someone else's box."""
+    def area(b: tuple[float, ...]) -> float:
+        return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+    hidden = 0
+    for truth in truths:
+        people = [o for o in truth.objects if o.label == "person"]
+        for person in people:
+            covered = max((area((max(person.box[0], o.box[0]), max(person.box[1], o.box[1]),
+                                 min(person.box[2], o.box[2]), min(person.box[3], o.box[3])))
+                           for o in people if o is not person), default=0.0)
+            if covered == 0.0:
+                assert person.attributes["in_sight"], (truth.index, person.track_id)
+            if not person.attributes["in_sight"]:
+                hidden += 1  # (by one or two people: half their silhouette under one box at least)
+                assert covered >= (1.0 - IN_SIGHT) * area(person.box) * 0.5, (truth.index, person.track_id)
+    assert 20 <= hidden <= 200  # seed 2's three people cross now and then (66 of 900 person frames)
 
 
 def test_items_lie_within_their_person_and_are_big_enough(scene, truths):

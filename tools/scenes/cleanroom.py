@@ -21,7 +21,7 @@ construction from ``np.random.default_rng(seed)``; ``frames()`` only draws it, s
 frames.
 
 Truth per frame: a ``person`` box per visible person (the whole drawn body, PPE included;
-``{"zone": "wash" | "clean" | None}``), a box per worn PPE item of a visible person
+``{"zone": "wash" | "clean" | None, "in_sight": bool}``), a box per worn PPE item of a visible person
 (``{"person_track_id": id}``), ``fire`` and ``smoke``. Boxes are clipped to the frame; an
 object more than half of whose box lies outside the frame is left out (and so are the
 items of a person left out). Track ids: people ``0..n-1``, their items
@@ -42,6 +42,11 @@ and only frames in which the person is in the truth):
   least ``WASH_DWELL_S`` in the wash zone since the start or since they last left the
   clean zone (``start_s == end_s``, the first frame inside). Starting inside is no entry.
 - ``fire.detected`` / ``smoke.detected``: from the first frame with the box to the end.
+
+A person who stands behind others is in the truth all the same; their box says
+``{"in_sight": false}`` while the people drawn in front of them (nearer the camera) leave
+less than ``IN_SIGHT`` of their body unhidden. No camera can report what happens behind
+someone before it comes into sight, so the event evaluation dates a situation from there.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ DEFAULT_REQUIRED = frozenset(PPE_ITEMS)
 WASH_ZONE = ((0.106, 0.63), (0.344, 0.63), (0.31, 0.95), (0.02, 0.95))
 CLEAN_ZONE = ((0.63, 0.63), (0.895, 0.63), (0.98, 0.95), (0.66, 0.95))
 WASH_DWELL_S = 3.0
+IN_SIGHT = 0.5  # a person is in sight while the people in front of them leave at least this much unhidden
 FIRE_TRACK_ID = 90
 SMOKE_TRACK_ID = 91
 # Item slots of a person; an item's track id is item_track_id(person, slot).
@@ -200,6 +206,30 @@ class _Person:
         self.x = 0.0
         self.gy = 0.0
         self.facing = 0.0
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
+
+
+def _uncovered(own: list[np.ndarray], covering: list[np.ndarray]) -> float:
+    """Which fraction of the area of the polygons ``own`` the polygons ``covering`` leave uncovered."""
+    joined = np.concatenate(own)
+    x0, y0 = np.floor(joined.min(axis=0)) - 1
+    x1, y1 = np.ceil(joined.max(axis=0)) + 1
+    mask = np.zeros((int(y1 - y0), int(x1 - x0)), np.uint8)
+    origin = np.array([x0, y0])
+    cv2.fillPoly(mask, [_fixed(pts - origin) for pts in own], 255, cv2.LINE_8, _SHIFT)
+    total = cv2.countNonZero(mask)
+    if total == 0:
+        return 0.0
+    if covering:
+        fixed = _fixed(np.concatenate(covering) - origin)
+        start = 0
+        for pts in covering:
+            cv2.fillPoly(mask, [fixed[start:start + len(pts)]], 0, cv2.LINE_8, _SHIFT)
+            start += len(pts)
+    return cv2.countNonZero(mask) / total
 
 
 class CleanRoomScene:
@@ -682,24 +712,8 @@ class CleanRoomScene:
     def _unhidden(shapes: list[Shape], tag: int) -> float:
         """Which fraction of the shapes tagged ``tag`` the shapes drawn after them leave visible."""
         first = next(i for i, shape in enumerate(shapes) if shape[0] == tag)
-        own = [shape[2] for shape in shapes if shape[0] == tag]
-        joined = np.concatenate(own)
-        x0, y0 = np.floor(joined.min(axis=0)) - 1
-        x1, y1 = np.ceil(joined.max(axis=0)) + 1
-        mask = np.zeros((int(y1 - y0), int(x1 - x0)), np.uint8)
-        origin = np.array([x0, y0])
-        cv2.fillPoly(mask, [_fixed(pts - origin) for pts in own], 255, cv2.LINE_8, _SHIFT)
-        total = cv2.countNonZero(mask)
-        if total == 0:
-            return 0.0
-        later = [shape[2] for shape in shapes[first + 1:] if shape[0] != tag and not shape[4]]
-        if later:
-            fixed = _fixed(np.concatenate(later) - origin)
-            start = 0
-            for pts in later:
-                cv2.fillPoly(mask, [fixed[start:start + len(pts)]], 0, cv2.LINE_8, _SHIFT)
-                start += len(pts)
-        return cv2.countNonZero(mask) / total
+        return _uncovered([shape[2] for shape in shapes if shape[0] == tag],
+                          [shape[2] for shape in shapes[first + 1:] if shape[0] != tag and not shape[4]])
 
     # ------------------------------------------------------------------ fire and smoke
 
@@ -832,6 +846,7 @@ class CleanRoomScene:
         for index in range(frames):
             objects: list[TruthObject] = []
             items: list[TruthObject] = []
+            drawn: dict[int, tuple[list[Shape], np.ndarray]] = {}
             for k in range(n):
                 x, gy = self._x[index, k], self._gy[index, k]
                 zone = None
@@ -849,6 +864,7 @@ class CleanRoomScene:
                 if _box_area(clipped) < 0.5 * _box_area(body):
                     continue
                 self._visible[index, k] = True
+                drawn[k] = (shapes, body)
                 objects.append(TruthObject(k, "person", tuple(float(v) for v in clipped),  # type: ignore[arg-type]
                                            {"zone": zone}))
                 for slot, label in enumerate(_SLOT_LABELS):
@@ -865,6 +881,9 @@ class CleanRoomScene:
                     items.append(TruthObject(item_track_id(k, slot), label,
                                              tuple(float(v) for v in cb),  # type: ignore[arg-type]
                                              {"person_track_id": k}))
+            sight = self._people_in_sight(index, drawn)
+            for obj in objects:  # the people, so far
+                obj.attributes["in_sight"] = bool(sight[obj.track_id])
             objects += items
             polys = self._fire_polys(index)
             if polys is not None:
@@ -883,6 +902,18 @@ class CleanRoomScene:
             self._objects.append(objects)
         self._fire_seen = fire_seen
         self._smoke_seen = smoke_seen
+
+    def _people_in_sight(self, index: int, drawn: dict[int, tuple[list[Shape], np.ndarray]]) -> np.ndarray:
+        """[people] whether each person drawn in frame ``index`` is in sight: the people drawn after them
+        (nearer the camera) leave at least ``IN_SIGHT`` of their body unhidden."""
+        sight = np.zeros(self.people_count, bool)
+        order = sorted(drawn, key=lambda k: (self._gy[index, k], k))
+        for position, k in enumerate(order):
+            shapes, body = drawn[k]
+            covering = [pts for j in order[position + 1:] if _overlap(body, drawn[j][1])
+                        for _tag, _colour, pts, _outline, thickness in drawn[j][0] if not thickness]
+            sight[k] = not covering or _uncovered([shape[2] for shape in shapes if not shape[4]], covering) >= IN_SIGHT
+        return sight
 
     def _truth(self, index: int) -> FrameTruth:
         return FrameTruth(index, index / FPS, list(self._objects[index]))
