@@ -50,6 +50,7 @@ from tools.training.evaluate import (  # noqa: E402
 ANALYZE_FPS = 5.0
 ANOMALY_THRESHOLD = 0.5  # engines/anomaly.md's suggestion
 TIME_TOLERANCE_S = 1.0  # an event may begin or end this much outside its truth interval
+SHARED_BOX_IOU = 0.6  # an event's box fits two people this well: either may be the one it is about
 
 
 @dataclass(frozen=True)
@@ -183,20 +184,23 @@ def _iou(a: list[float], b: tuple[float, float, float, float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def object_of(event: dict[str, Any], truths: list[FrameTruth], fps: int, labels: tuple[str, ...]) -> int | None:
-    """The truth track id under an event's box, in the frame the box is from: where the event was
-    reported (a start is reported after its grace, with the box of that frame, and dated back)."""
+def objects_of(event: dict[str, Any], truths: list[FrameTruth], fps: int, labels: tuple[str, ...]) -> set[int] | None:
+    """The truth track ids under an event's box, in the frame the box is from: where the event was
+    reported (a start is reported after its grace, with the box of that frame, and dated back). The
+    best fit, and where two people stand in one spot, anyone else the box fits as well as
+    ``SHARED_BOX_IOU`` (the box cannot tell them apart, and its snapshot shows both). None: no box, or
+    a box over no one."""
     attributes = event["attributes"]
     box = attributes.get("box")
     if box is None or not labels:
         return None
     at = attributes.get("stream_reported_s", attributes["stream_time_s"])
     index = min(len(truths) - 1, max(0, round(at * fps)))
-    best, best_iou = None, 0.1
-    for obj in truths[index].objects:
-        if obj.label in labels and (iou := _iou(box, obj.box)) > best_iou:
-            best, best_iou = obj.track_id, iou
-    return best
+    fits = {obj.track_id: _iou(box, obj.box) for obj in truths[index].objects if obj.label in labels}
+    best = max(fits.values(), default=0.0)
+    if best <= 0.1:
+        return None  # over no one: the time alone decides
+    return {track for track, iou in fits.items() if iou == best or iou >= SHARED_BOX_IOU}
 
 
 @dataclass
@@ -282,11 +286,11 @@ def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, T
         began = event["attributes"]["stream_time_s"]
         end = ends.get(event["id"])
         ended = end["attributes"].get("stream_end_s", began) if end else event["attributes"].get("stream_end_s", began)
-        who = object_of(event, truths, scene.fps, case.object_labels)
+        who = objects_of(event, truths, scene.fps, case.object_labels)
         for index, truth in enumerate(timeline):
             if index in used or case.answers(truth.kind) != event["kind"]:
                 continue
-            if who is not None and truth.track_id is not None and who != truth.track_id:
+            if who is not None and truth.track_id is not None and truth.track_id not in who:
                 continue
             if began > truth.end_s + TIME_TOLERANCE_S or ended < truth.start_s - TIME_TOLERANCE_S:
                 continue

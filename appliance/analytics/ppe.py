@@ -675,7 +675,9 @@ class PpeRules:
             if x1 <= _EDGE * width or y1 <= _EDGE * height or x2 >= (1 - _EDGE) * width or y2 >= (1 - _EDGE) * height:
                 person.in_clean = False  # came in from outside the view
         if in_wash:
-            person.wash_run += self._frame_s
+            # unseen for a moment at the basin (behind someone): the stay went on meanwhile
+            gap = t - person.last_t
+            person.wash_run += gap if person.wash_run > 0.0 and 0.0 < gap <= s.stitch_gap_s else self._frame_s
             person.wash_best = max(person.wash_best, person.wash_run)
         else:
             person.wash_run = 0.0

@@ -70,3 +70,35 @@ def test_a_situation_is_dated_from_when_it_could_first_be_seen():
     # a truth that says nothing of sight: from the start
     plain = score(case, Timeline(scene.events), improper(13.0, 15.0, 20.0, 1))["ppe.improper"]
     assert plain.latencies == [5.0]
+
+
+@dataclass
+class TwoAtTheDoor:
+    """Two people: person 2 stands just behind person 1 (boxes of IoU 0.71) for 40 s."""
+
+    events: list[TimelineEvent]
+    fps: int = FPS
+
+    def timeline(self) -> list[TimelineEvent]:
+        return self.events
+
+    def truths(self) -> Iterator[FrameTruth]:
+        for i in range(40 * FPS):
+            yield FrameTruth(i, i / FPS, [TruthObject(1, "person", PERSON),
+                                          TruthObject(2, "person", (110.0, 90.0, 190.0, 290.0))])
+
+
+def violation(box: tuple[float, ...]) -> list[dict[str, Any]]:
+    return [{"id": "v", "kind": "hygiene.sequence_violation", "phase": "start",
+             "attributes": {"stream_time_s": 10.0, "stream_reported_s": 10.0, "stream_end_s": 10.0, "box": list(box)}}]
+
+
+def test_a_box_over_two_people_in_one_spot_may_be_about_either():
+    case = CASES["cleanroom"]
+    scene = TwoAtTheDoor([TimelineEvent("hygiene.sequence_violation", 2, 10.0, 10.0, {"zone": "clean"})])
+    # the box fits person 1 best (IoU 1.0) and person 2 well (0.71): the violation is person 2's
+    shared = score(case, scene, violation(PERSON))["hygiene.sequence_violation"]
+    assert (shared.truth, shared.matched_truth, shared.matched_emitted) == (1, 1, 1)
+    # a box that fits person 1 best (0.42) and person 2 less (0.29) is about person 1: a false event
+    beside = score(case, scene, violation((70.0, 110.0, 150.0, 310.0)))["hygiene.sequence_violation"]
+    assert (beside.truth, beside.matched_truth, beside.emitted, beside.matched_emitted) == (1, 0, 1, 0)

@@ -286,6 +286,20 @@ def test_washing_first_raises_nothing_skipping_it_raises_one_violation():
     assert second.attributes["wash_dwell_s"] == pytest.approx(2.2, abs=0.3)
 
 
+def test_a_wash_is_timed_on_while_someone_hides_the_washer_for_a_moment():
+    """3.9 s at the basin, hidden behind someone for 1.6 s of it: a full wash, no violation. The
+    wash zone's clock runs through a gap no longer than the stitch gap, not through a longer one."""
+    washed = walk([(0, 450, 550), (0.5, 250, 550), (3.2, 250, 550), (7.2, 1000, 550), (10, 1000, 550)])
+
+    def hidden(start: float, end: float) -> Callable[[float], list[Detection]]:
+        return lambda t: [] if start <= t < end else washed(t)
+
+    run = Run(HYGIENE, HYGIENE_ZONES).feed(scripted(10, hidden(1.8, 3.4))).close()
+    assert run.events == []
+    run = Run(HYGIENE, HYGIENE_ZONES).feed(scripted(10, hidden(1.0, 3.6))).close()  # 2.6 s: too long to tell
+    assert [e.kind for e in run.events] == ["hygiene.sequence_violation"]
+
+
 def test_walking_into_the_clean_zone_from_outside_the_view_is_an_entry():
     zones = [("wash", [(100, 400), (400, 400), (400, 700), (100, 700)], False),
              ("clean", [(900, 400), (1280, 400), (1280, 700), (900, 700)], False)]
