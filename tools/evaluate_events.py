@@ -2,7 +2,7 @@
 """Score the appliance's events against the scene generators' timelines.
 
     python tools/evaluate_events.py [--cases production,anomaly,tools,cleanroom,cage] [--seeds 9500,9501,9502]
-                                    [--duration 40] [--out var/eval] [--markdown]
+                                    [--duration 40] [--out var/eval] [--json F] [--detections model|truth]
 
 Each scenario is rendered to H.264 from a held-out seed, run through the real
 appliance (GStreamer decode, the demo models, tracking, rules) with the file read
@@ -13,7 +13,8 @@ percentile of the start latency (when the event was reported, minus when the
 situation began in the truth), against a target of the kind's configured start
 delay (grace, confirmation) plus one second. A situation that begins within that
 target of the clip's end cannot be reported in time, one shorter than the start
-delay must not be reported: neither is scored.
+delay must not be reported: neither is scored. ``--detections truth`` feeds the
+truth boxes to tracking and rules instead (no video, no model).
 """
 
 from __future__ import annotations
@@ -32,10 +33,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from appliance.analytics.animals import AnimalSettings  # noqa: E402
+from appliance.analytics.assembly import analytics_for  # noqa: E402
 from appliance.analytics.defects import DefectSettings  # noqa: E402
 from appliance.analytics.ppe import PpeSettings  # noqa: E402
 from appliance.app import Appliance  # noqa: E402
+from appliance.clock import ManualClock  # noqa: E402
 from appliance.config.schema import ApplianceConfig  # noqa: E402
+from appliance.events.factory import EventFactory  # noqa: E402
+from appliance.metrics import ApplianceMetrics  # noqa: E402
+from appliance.types import Detection, Event, FrameResult  # noqa: E402
 from tools.make_demo_media import render  # noqa: E402
 from tools.scenes.cage import CageScene  # noqa: E402
 from tools.scenes.cleanroom import CleanRoomScene  # noqa: E402
@@ -130,7 +136,9 @@ def second_stage_model(name: str, parser: str, confidence: float) -> dict[str, A
             "input": {"width": width, "height": height}, "parser": parser, "confidence": confidence}
 
 
-def scenario_config(case: Case, scene: Scene, clip: Path, events: Path) -> ApplianceConfig:
+def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path) -> ApplianceConfig:
+    """The appliance's config for one scenario: its clip (None: a test pattern in its place, for a run that
+    feeds the analytics itself), the shipped models, the zones and rules."""
     onnx = REPO / "engines" / f"{case.model}.onnx"
     width, height = onnx_input_size(onnx)
     model = {
@@ -139,7 +147,8 @@ def scenario_config(case: Case, scene: Scene, clip: Path, events: Path) -> Appli
         "parser": "yolov8", "confidence": operating_confidence(case.model),
         "class_confidence": operating_class_confidence(case.model),
     }
-    source: dict[str, Any] = {"id": case.name, "uri": f"file://{clip}", "realtime": False,
+    uri = f"file://{clip}" if clip is not None else f"test://?width={scene.width}&height={scene.height}"
+    source: dict[str, Any] = {"id": case.name, "uri": uri, "realtime": False,
                               "analyze_fps": ANALYZE_FPS, "rules": {}}
     models = [model]
     if case.name in ("production", "anomaly"):
@@ -323,13 +332,40 @@ def run_scenario(case: Case, seed: int, duration: float, out: Path) -> dict[str,
     return score(case, case.make(seed, duration), events)
 
 
-def evaluate(cases: list[str], seeds: list[int], duration: float, out: Path) -> dict[str, dict[str, Tally]]:
+#: the scenarios whose truth labels are their detector's (the tool states and anomalies are second stages)
+TRUTH_CASES = ("production", "cleanroom", "cage")
+
+
+def run_on_truth(case: Case, seed: int, duration: float) -> dict[str, Tally]:
+    """The scenario with its truth boxes as the detections (no video, no model) at the analysis rate:
+    what tracking and rules make of perfect detections. The truth also has people the camera cannot see
+    behind others, so this is an upper bound of what a better detector could give."""
+    if case.name not in TRUTH_CASES:
+        raise ValueError(f"{case.name}: its events come from a second-stage model; truth detections are "
+                         f"for {', '.join(TRUTH_CASES)}")
+    scene = case.make(seed, duration)
+    config = scenario_config(case, scene, None, Path("truth.jsonl"))
+    source = config.sources[0]
+    emitted: list[Event] = []
+    analytics = analytics_for(config, source, EventFactory(config.device.id, "truth", ManualClock()),
+                              emitted.append, ApplianceMetrics())
+    for truth in truth_frames(scene)[::max(1, round(scene.fps / ANALYZE_FPS))]:
+        detections = [Detection(obj.label, 1.0, obj.box, case.model) for obj in truth.objects]
+        analytics.process(FrameResult(source.id, truth.index, round(truth.time_s * 1e9), truth.time_s,
+                                      scene.width, scene.height, detections))
+    analytics.close()
+    return score(case, case.make(seed, duration), [event.to_json() for event in emitted])
+
+
+def evaluate(cases: list[str], seeds: list[int], duration: float, out: Path,
+             truth: bool = False) -> dict[str, dict[str, Tally]]:
     report: dict[str, dict[str, Tally]] = {}
     for name in cases:
         case = CASES[name]
         totals = {kind: Tally() for kind in case.kinds}
         for seed in seeds:
-            for kind, tally in run_scenario(case, seed, duration, out).items():
+            scored = run_on_truth(case, seed, duration) if truth else run_scenario(case, seed, duration, out)
+            for kind, tally in scored.items():
                 totals[kind].add(tally)
         report[name] = totals
     return report
@@ -353,9 +389,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--out", type=Path, default=REPO / "var" / "eval")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--detections", choices=("model", "truth"), default="model",
+                        help="truth: the truth boxes stand in for the video and the model (production, cleanroom, "
+                             "cage), to see what tracking and rules make of perfect detections")
     args = parser.parse_args()
     report = evaluate([c for c in args.cases.split(",") if c], [int(s) for s in args.seeds.split(",")],
-                      args.duration, args.out)
+                      args.duration, args.out, truth=args.detections == "truth")
     for line in table(report):
         print(line)
     if args.json:

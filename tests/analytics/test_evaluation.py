@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tools.evaluate_events import CASES, score
+import pytest
+
+from tools.evaluate_events import CASES, run_on_truth, score
 from tools.scenes.common import FrameTruth, TimelineEvent, TruthObject
 
 FPS = 5
@@ -102,3 +104,13 @@ def test_a_box_over_two_people_in_one_spot_may_be_about_either():
     # a box that fits person 1 best (0.42) and person 2 less (0.29) is about person 1: a false event
     beside = score(case, scene, violation((70.0, 110.0, 150.0, 310.0)))["hygiene.sequence_violation"]
     assert (beside.truth, beside.matched_truth, beside.emitted, beside.matched_emitted) == (1, 0, 1, 0)
+
+
+def test_truth_detections_through_tracking_and_rules_give_the_timeline():
+    # three people for 20 s: four missing-item situations, two masks under the nose, a violation, a fire
+    tallies = run_on_truth(CASES["cleanroom"], 9501, 20.0)
+    found = {kind: (t.truth, t.emitted, t.matched_truth) for kind, t in tallies.items() if t.truth}
+    assert found == {"ppe.missing_item": (4, 4, 4), "ppe.improper": (2, 2, 2),
+                     "hygiene.sequence_violation": (1, 1, 1), "fire.detected": (1, 1, 1)}
+    with pytest.raises(ValueError, match="second-stage"):
+        run_on_truth(CASES["tools"], 9501, 20.0)
