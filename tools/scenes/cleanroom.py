@@ -322,8 +322,7 @@ class CleanRoomScene:
             image = self._background.copy()
             self._draw_fire(image, index)
             self._draw_smoke(image, index, texture)
-            order = sorted(range(self.people_count), key=lambda k: (self._gy[index, k], k))
-            for k in order:
+            for k in self._far_to_near(index, range(self.people_count)):
                 if self._onscreen[index, k]:
                     self._draw_person(image, k, index)
             dy, dx = (int(v) for v in rng.integers(0, pad, size=2))
@@ -903,11 +902,15 @@ class CleanRoomScene:
         self._fire_seen = fire_seen
         self._smoke_seen = smoke_seen
 
+    def _far_to_near(self, index: int, people: Iterable[int]) -> list[int]:
+        """``people`` in the order they are drawn in frame ``index``: the farthest (feet highest) first."""
+        return sorted(people, key=lambda k: (self._gy[index, k], k))
+
     def _people_in_sight(self, index: int, drawn: dict[int, tuple[list[Shape], np.ndarray]]) -> np.ndarray:
         """[people] whether each person drawn in frame ``index`` is in sight: the people drawn after them
         (nearer the camera) leave at least ``IN_SIGHT`` of their body unhidden."""
         sight = np.zeros(self.people_count, bool)
-        order = sorted(drawn, key=lambda k: (self._gy[index, k], k))
+        order = self._far_to_near(index, drawn)
         for position, k in enumerate(order):
             shapes, body = drawn[k]
             covering = [pts for j in order[position + 1:] if _overlap(body, drawn[j][1])
