@@ -191,6 +191,28 @@ def test_a_shaking_animal_is_seizure_like_but_not_hyperactive() -> None:
     assert "animal.hyperactive" not in cage.warnings()
 
 
+def turning(t: float, x: float, y: float) -> Detection:
+    """A mouse turning on the spot, between lying across (heading left) and standing up (heading up)
+    and back, 45 degrees a frame, about a point 6 px behind its middle: seen from above, its box flips
+    between lying and standing, and the box's centre swings a few pixels back and forth."""
+    n = round(t * FPS) % 4
+    heading = math.radians(180 - 45 * min(n, 4 - n))
+    ux, uy = math.cos(heading), -math.sin(heading)
+    cx, cy = x + 6 * ux, y + 6 * uy  # the body's middle, ahead of the pivot
+    half_w = BODY / 2 * abs(ux) + 12 * abs(uy)
+    half_h = BODY / 2 * abs(uy) + 12 * abs(ux)
+    return Detection("rodent", 0.9, (cx - half_w, cy - half_h, cx + half_w, cy + half_h))
+
+
+def test_a_mouse_turning_on_the_spot_against_another_is_not_shaking() -> None:
+    cage = Cage()
+    cage.run(8, lambda t: [turning(t, 300, 240), rodent(300, 290)])  # its neighbour lies still below it
+    cage.close()
+
+    assert not cage.of("animal.seizure_like")
+    assert not cage.of("animal.hyperactive")
+
+
 def test_a_fast_runner_is_hyperactive_even_when_the_tracker_loses_it_between_frames() -> None:
     cage = Cage()
     cage.run(3, lambda t: [circling(0, 0)])  # sits
