@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Score the appliance's events against the scene generators' timelines.
 
-    python tools/evaluate_events.py [--cases production,anomaly,tools,cleanroom,cage] [--seeds 9500,9501,9502]
+    python tools/evaluate_events.py [--cases production,anomaly,tools,cleanroom,cage] [--seeds 9500,9600-9609]
                                     [--duration 40] [--out var/eval] [--json F] [--detections model|truth]
 
 Each scenario is rendered to H.264 from a held-out seed, run through the real
@@ -382,10 +382,22 @@ def table(report: dict[str, dict[str, Tally]]) -> Iterator[str]:
                    f"| ≤ {grace + 1:g} s |")
 
 
+def seed_list(text: str) -> list[int]:
+    """``9500,9600-9609`` -> the seeds, ranges inclusive."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        first, _, last = part.partition("-")
+        try:
+            seeds.extend(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: a seed is a number, a range is FIRST-LAST") from None
+    return seeds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--seeds", default="9500,9501,9502")
+    parser.add_argument("--seeds", type=seed_list, default="9500,9501,9502", help="e.g. 9500,9600-9609")
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--out", type=Path, default=REPO / "var" / "eval")
     parser.add_argument("--json", type=Path, default=None)
@@ -393,7 +405,7 @@ def main() -> int:
                         help="truth: the truth boxes stand in for the video and the model (production, cleanroom, "
                              "cage), to see what tracking and rules make of perfect detections")
     args = parser.parse_args()
-    report = evaluate([c for c in args.cases.split(",") if c], [int(s) for s in args.seeds.split(",")],
+    report = evaluate([c for c in args.cases.split(",") if c], args.seeds,
                       args.duration, args.out, truth=args.detections == "truth")
     for line in table(report):
         print(line)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tools.evaluate_events import CASES, run_on_truth, score
+from tools.evaluate_events import CASES, run_on_truth, score, seed_list
 from tools.scenes.common import FrameTruth, TimelineEvent, TruthObject
 
 FPS = 5
@@ -114,3 +115,9 @@ def test_truth_detections_through_tracking_and_rules_give_the_timeline():
                      "hygiene.sequence_violation": (1, 1, 1), "fire.detected": (1, 1, 1)}
     with pytest.raises(ValueError, match="second-stage"):
         run_on_truth(CASES["tools"], 9501, 20.0)
+
+
+def test_seeds_are_listed_and_ranged() -> None:
+    assert seed_list("9500, 9600-9602,9700") == [9500, 9600, 9601, 9602, 9700]
+    with pytest.raises(argparse.ArgumentTypeError, match="'96x'"):
+        seed_list("9500,96x")
