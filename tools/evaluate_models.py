@@ -102,6 +102,8 @@ def write_card(report: Report, meta: dict[str, object], scenes: int, command: st
         f"| evaluation data | held-out scene seeds {HELD_OUT_SEED}..{HELD_OUT_SEED + scenes - 1} (never used in "
         f"training): {sources}; {report.scores.images} frames |",
         f"| **mAP50** | **{_pct(report.map50)}** (all-point AP at IoU 0.5, mean over the classes present) |",
+        f"| mAP75 | {_pct(report.scores.map75)} (at IoU 0.75: how well the boxes fit; the rules place an item "
+        "by where it lies in a person's box) |",
         f"| operating threshold | confidence {report.scores.thresholds}, NMS IoU 0.45 |",
         f"| latency (ONNX Runtime CPU, {report.threads} thread) | "
         f"batch 1: {report.latency_ms.get(1, float('nan')):.1f} ms, "
@@ -110,11 +112,12 @@ def write_card(report: Report, meta: dict[str, object], scenes: int, command: st
         "",
         "Per class (precision and recall at the operating threshold):",
         "",
-        "| class | truth boxes | AP50 | precision | recall |",
-        "|---|---:|---:|---:|---:|",
+        "| class | truth boxes | AP50 | AP75 | precision | recall |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for c in report.scores.classes:
-        lines.append(f"| {c.label} | {c.truth} | {_pct(c.ap50)} | {_pct(c.precision)} | {_pct(c.recall)} |")
+        lines.append(f"| {c.label} | {c.truth} | {_pct(c.ap50)} | {_pct(c.ap75)} | {_pct(c.precision)} "
+                     f"| {_pct(c.recall)} |")
     lines += [
         "",
         "Measured through the appliance's own `OnnxRuntimeEngine` and `yolov8` parser "
@@ -146,11 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         own = operating_class_confidence(model) if args.confidence is None else {}
         report = evaluate(model, path, labels, frames, confidence, args.threads, class_confidence=own)
         card = write_card(report, training_meta(path), args.scenes, command.strip(), args.engines)
-        print(f"{model}: mAP50 {report.map50:.3f} on {report.scores.images} frames; "
+        print(f"{model}: mAP50 {report.map50:.3f} mAP75 {report.scores.map75:.3f} on {report.scores.images} frames; "
               f"latency b1 {report.latency_ms.get(1, float('nan')):.1f} ms "
               f"b4 {report.latency_ms.get(4, float('nan')):.1f} ms; {path.stat().st_size / 1e6:.2f} MB; card {card}")
         for c in report.scores.classes:
-            print(f"  {c.label:14s} n={c.truth:4d} AP50 {_pct(c.ap50)} P {_pct(c.precision)} R {_pct(c.recall)}")
+            print(f"  {c.label:14s} n={c.truth:4d} AP50 {_pct(c.ap50)} AP75 {_pct(c.ap75)} "
+                  f"P {_pct(c.precision)} R {_pct(c.recall)}")
     return 0
 
 

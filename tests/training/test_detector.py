@@ -132,6 +132,9 @@ def test_map_against_a_hand_computed_example() -> None:
     assert b.ap50 == pytest.approx(1.0)
     assert math.isnan(c.ap50)
     assert scores.map50 == pytest.approx((5 / 9 + 1.0) / 2)
+    # at IoU 0.75 the a boxes still fit (0.9), the b box covers half its truth: a miss and a false box
+    assert (a.ap75, b.ap75) == (pytest.approx(5 / 9), 0.0)
+    assert scores.map75 == pytest.approx(5 / 18)
     assert (a.precision, a.recall) == (pytest.approx(0.5), pytest.approx(1 / 3))  # 0.9 TP + 0.8 FP at >= 0.75
     assert (b.precision, b.recall) == (1.0, 1.0)
     assert math.isnan(c.precision) and c.detections_at_operating == 0

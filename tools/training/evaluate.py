@@ -98,6 +98,7 @@ class ClassResult:
     precision: float
     recall: float
     detections_at_operating: int
+    ap75: float = float("nan")  # a box must fit: rules place items by where they lie in a person's box
 
 
 @dataclass
@@ -118,12 +119,36 @@ class Scores:
         values = [c.ap50 for c in self.classes if c.truth > 0]
         return float(np.mean(values)) if values else float("nan")
 
+    @property
+    def map75(self) -> float:
+        values = [c.ap75 for c in self.classes if c.truth > 0]
+        return float(np.mean(values)) if values else float("nan")
+
+
+def _true_positives(dets: Sequence[tuple[float, int, Sequence[float]]], truth_boxes: Sequence[np.ndarray],
+                    iou_threshold: float) -> np.ndarray:
+    """Per detection (sorted by confidence, highest first): 1 where it takes a free truth box of its
+    image with an IoU of at least ``iou_threshold``, else 0."""
+    used = [np.zeros(b.shape[0], dtype=bool) for b in truth_boxes]
+    tp = np.zeros(len(dets))
+    for k, (_, image, box) in enumerate(dets):
+        ious = box_iou(box, truth_boxes[image])
+        if ious.size == 0:
+            continue
+        ious = np.where(used[image], -1.0, ious)
+        best = int(np.argmax(ious))
+        if ious[best] >= iou_threshold:
+            used[image][best] = True
+            tp[k] = 1.0
+    return tp
+
 
 def score_detections(found: Sequence[Found], truth: Sequence[Truth], labels: Sequence[str],
                      operating_confidence: float = DEFAULT_OPERATING_CONFIDENCE, iou_threshold: float = 0.5,
                      class_confidence: Mapping[str, float] | None = None) -> Scores:
-    """AP50 and P/R at the operating threshold per class (``operating_confidence``, or the class's own in
-    ``class_confidence``), for per-image detections and truth."""
+    """AP50 (at ``iou_threshold``), AP75 and P/R at the operating threshold per class
+    (``operating_confidence``, or the class's own in ``class_confidence``), for per-image
+    detections and truth."""
     own = dict(class_confidence or {})
     if len(found) != len(truth):
         raise ValueError(f"{len(found)} detection lists for {len(truth)} images")
@@ -134,23 +159,14 @@ def score_detections(found: Sequence[Found], truth: Sequence[Truth], labels: Seq
         num_truth = int(sum(b.shape[0] for b in truth_boxes))
         dets = [(conf, image, box) for image, items in enumerate(found) for name, conf, box in items if name == label]
         dets.sort(key=lambda d: -d[0])
-        used = [np.zeros(b.shape[0], dtype=bool) for b in truth_boxes]
-        tp = np.zeros(len(dets))
-        for k, (_, image, box) in enumerate(dets):
-            ious = box_iou(box, truth_boxes[image])
-            if ious.size == 0:
-                continue
-            ious = np.where(used[image], -1.0, ious)
-            best = int(np.argmax(ious))
-            if ious[best] >= iou_threshold:
-                used[image][best] = True
-                tp[k] = 1.0
+        tp = _true_positives(dets, truth_boxes, iou_threshold)
         confs = np.asarray([d[0] for d in dets])
         n_op = int(np.sum(confs >= own.get(label, operating_confidence)))
         hits = float(tp[:n_op].sum())
         precision = hits / n_op if n_op else float("nan")
         recall = hits / num_truth if num_truth else float("nan")
-        results.append(ClassResult(label, num_truth, average_precision(tp, num_truth), precision, recall, n_op))
+        results.append(ClassResult(label, num_truth, average_precision(tp, num_truth), precision, recall, n_op,
+                                   average_precision(_true_positives(dets, truth_boxes, 0.75), num_truth)))
     return Scores(results, operating_confidence, len(truth), own)
 
 
