@@ -21,6 +21,10 @@ FRAMES = 60
 # retrained model fails.
 MIN_PRECISION = {"defects": 0.95, "ppe": 0.94, "animals": 0.9}
 MIN_RECALL = {"defects": 0.95, "ppe": 0.92, "animals": 0.9}
+# Boxes that must fit (AP at IoU 0.75), not just overlap: the PPE rules give an item to a person by
+# where it lies in their box. The shipped ppe reaches 0.97 for people on these frames; a retrained
+# one whose person boxes left out the head kept its AP50 and fell to 0.21.
+MIN_AP75 = {"ppe": {"person": 0.9}}
 
 
 @pytest.mark.parametrize("name", DETECTORS)
@@ -37,6 +41,9 @@ def test_shipped_detector_finds_held_out_objects(name: str) -> None:
     precision, recall = hits / max(found, 1), hits / truth
     assert precision >= MIN_PRECISION[name], (name, precision, recall)
     assert recall >= MIN_RECALL[name], (name, precision, recall)
+    fit = {c.label: c.ap75 for c in report.scores.classes}
+    for label, floor in MIN_AP75.get(name, {}).items():
+        assert fit[label] >= floor, (name, label, fit[label])
 
 
 @pytest.mark.parametrize("name", DETECTORS)
