@@ -1,10 +1,12 @@
-"""Generated clean-room, production and tool-station scenarios through the whole appliance
+"""Generated clean-room, production, tool-station and cage scenarios through the whole appliance
 (H.264 decode in GStreamer, the shipped models and second stages, tracking, rules): the
 timeline's events appear."""
 
 from __future__ import annotations
 
 import json
+
+import pytest
 
 from tools.evaluate_events import CASES, START_DELAYS, run_scenario
 
@@ -47,3 +49,20 @@ def test_tool_station_audits_each_tool_with_the_classifier_s_state(tmp_path):
     starts = [e for e in events if e["kind"] == "tool.verified" and e["phase"] == "start"]
     assert all(e["attributes"]["state"] in ("clean", "dirty", "damaged") for e in starts)
     assert all(sum(e["attributes"]["votes"].values()) >= 3 for e in starts)  # one verdict per analyzed frame
+
+
+def test_cage_scenario_reports_abnormal_behaviour_and_each_animal_s_time_budget(tmp_path):
+    tallies = run_scenario(CASES["cage"], seed=9501, duration=20.0, out=tmp_path)
+    for kind in ("animal.immobile", "animal.hyperactive", "animal.seizure_like"):
+        tally = tallies[kind]
+        assert tally.truth == 1, f"the scenario should hold one {kind}"
+        assert tally.recall == 1.0 and tally.precision >= 0.5, (kind, tally)
+        assert max(tally.latencies) <= START_DELAYS[kind] + 2.0, (kind, tally.latencies)
+    events = [json.loads(line) for line in (tmp_path / "cage-9501.events.jsonl").read_text().splitlines()]
+    summaries = [e["attributes"] for e in events if e["kind"] == "animal.activity_summary"]
+    assert len(summaries) == 1 and summaries[0]["partial"]  # the clip is shorter than the hour
+    summary = summaries[0]
+    for animal in summary["animals"]:  # each animal's time adds up to the interval
+        assert sum(animal["seconds"].values()) + animal["unseen_s"] == pytest.approx(summary["interval_s"], abs=0.5)
+    assert max(a["seconds"]["hyperactive"] for a in summary["animals"]) >= 2.0
+    assert max(a["distance_bl"] for a in summary["animals"]) >= 10.0  # the runner covers ground
