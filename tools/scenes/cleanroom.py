@@ -22,7 +22,9 @@ frames.
 
 Truth per frame: a ``person`` box per visible person (the whole drawn body, PPE included;
 ``{"zone": "wash" | "clean" | None, "in_sight": bool}``), a box per worn PPE item of a visible person
-(``{"person_track_id": id}``), ``fire`` and ``smoke``. Boxes are clipped to the frame; an
+(``{"person_track_id": id}``) that its own body (the far hand) and the people in front leave at least
+``ITEM_UNHIDDEN`` unhidden (no detector can be asked for goggles behind someone's head),
+``fire`` and ``smoke``. Boxes are clipped to the frame; an
 object more than half of whose box lies outside the frame is left out (and so are the
 items of a person left out). Track ids: people ``0..n-1``, their items
 ``item_track_id(person, slot)`` (the mask keeps its id while its label switches between
@@ -70,6 +72,7 @@ WASH_ZONE = ((0.106, 0.63), (0.344, 0.63), (0.31, 0.95), (0.02, 0.95))
 CLEAN_ZONE = ((0.63, 0.63), (0.895, 0.63), (0.98, 0.95), (0.66, 0.95))
 WASH_DWELL_S = 3.0
 IN_SIGHT = 0.5  # a person is in sight while the people in front of them leave at least this much unhidden
+ITEM_UNHIDDEN = 0.4  # an item is in the truth while the body or the people in front leave this much unhidden
 FIRE_TRACK_ID = 90
 SMOKE_TRACK_ID = 91
 # Item slots of a person; an item's track id is item_track_id(person, slot).
@@ -844,7 +847,7 @@ class CleanRoomScene:
         smoke_seen = np.zeros(frames, bool)
         for index in range(frames):
             objects: list[TruthObject] = []
-            items: list[TruthObject] = []
+            items: list[tuple[int, TruthObject]] = []  # (slot, item)
             drawn: dict[int, tuple[list[Shape], np.ndarray]] = {}
             for k in range(n):
                 x, gy = self._x[index, k], self._gy[index, k]
@@ -873,17 +876,24 @@ class CleanRoomScene:
                     cb = _clip(box)
                     if _box_area(cb) < 0.5 * _box_area(box):
                         continue
-                    if slot == ITEM_SLOTS["glove_far"] and self._unhidden(shapes, 1 + slot) < 0.4:
+                    if slot == ITEM_SLOTS["glove_far"] and self._unhidden(shapes, 1 + slot) < ITEM_UNHIDDEN:
                         continue  # the far hand behind the body
                     if slot == ITEM_SLOTS["mask"] and self._mask[index, k] == 2:
                         label = "mask_improper"
-                    items.append(TruthObject(item_track_id(k, slot), label,
-                                             tuple(float(v) for v in cb),  # type: ignore[arg-type]
-                                             {"person_track_id": k}))
-            sight = self._people_in_sight(index, drawn)
+                    items.append((slot, TruthObject(item_track_id(k, slot), label,
+                                                    tuple(float(v) for v in cb),  # type: ignore[arg-type]
+                                                    {"person_track_id": k})))
+            in_front = self._in_front(index, drawn)
             for obj in objects:  # the people, so far
-                obj.attributes["in_sight"] = bool(sight[obj.track_id])
-            objects += items
+                covering = in_front[obj.track_id]
+                obj.attributes["in_sight"] = not covering or _uncovered(
+                    [shape[2] for shape in drawn[obj.track_id][0] if not shape[4]], covering) >= IN_SIGHT
+            for slot, item in items:  # what the people in front hide is no one's to see
+                person = item.attributes["person_track_id"]
+                covering = in_front[person]
+                if not covering or _uncovered([shape[2] for shape in drawn[person][0]
+                                               if shape[0] == 1 + slot and not shape[4]], covering) >= ITEM_UNHIDDEN:
+                    objects.append(item)
             polys = self._fire_polys(index)
             if polys is not None:
                 outer = polys[0]
@@ -906,17 +916,13 @@ class CleanRoomScene:
         """``people`` in the order they are drawn in frame ``index``: the farthest (feet highest) first."""
         return sorted(people, key=lambda k: (self._gy[index, k], k))
 
-    def _people_in_sight(self, index: int, drawn: dict[int, tuple[list[Shape], np.ndarray]]) -> np.ndarray:
-        """[people] whether each person drawn in frame ``index`` is in sight: the people drawn after them
-        (nearer the camera) leave at least ``IN_SIGHT`` of their body unhidden."""
-        sight = np.zeros(self.people_count, bool)
+    def _in_front(self, index: int, drawn: dict[int, tuple[list[Shape], np.ndarray]]) -> dict[int, list[np.ndarray]]:
+        """Per person drawn in frame ``index``: the filled shapes of the people drawn after them (nearer the
+        camera) whose bodies overlap theirs, which hide what lies beneath."""
         order = self._far_to_near(index, drawn)
-        for position, k in enumerate(order):
-            shapes, body = drawn[k]
-            covering = [pts for j in order[position + 1:] if _overlap(body, drawn[j][1])
-                        for _tag, _colour, pts, _outline, thickness in drawn[j][0] if not thickness]
-            sight[k] = not covering or _uncovered([shape[2] for shape in shapes if not shape[4]], covering) >= IN_SIGHT
-        return sight
+        return {k: [pts for j in order[position + 1:] if _overlap(drawn[k][1], drawn[j][1])
+                    for _tag, _colour, pts, _outline, thickness in drawn[j][0] if not thickness]
+                for position, k in enumerate(order)}
 
     def _truth(self, index: int) -> FrameTruth:
         return FrameTruth(index, index / FPS, list(self._objects[index]))
