@@ -57,6 +57,11 @@ _X_WEIGHT = np.array([1.0, 1.0, 0.1, 1.0])
 _OUTSIDE_COST = 0.2  # added per share of the item's box outside the person's box
 _EPS = 1e-6
 _WORN_ABOVE, _MISSING_BELOW = 0.6, 0.3  # an item's evidence: hysteresis between worn and missing
+# Where each kind of item shows on a person: x0, y0, x1, y1 as fractions of the box's width and height from
+# its top left (the head's bottom is ``head_fraction``; hands swing a little outside the box). While people
+# nearer the camera cover most of that place, the item can be neither seen nor missed.
+_PLACES = np.array([[0.2, 0.0, 0.8, 0.3], [0.15, 0.15, 0.85, 0.6], [-0.05, 0.4, 1.05, 0.75], [0.0, 0.0, 1.0, 1.0]])
+_HIDDEN_SHARE = 0.6
 _NO_FIT = 1e9
 _CONTESTED = 0.05  # an item fits another person this close to as well as its own: whose is it?
 _EDGE = 0.01  # a box this close to the frame's border (fraction of its size) touches it
@@ -191,20 +196,23 @@ class _ItemTable:
     def give_back(self, row: int) -> None:
         self._free.append(row)
 
-    def update(self, rows: np.ndarray, present: np.ndarray, contested: np.ndarray, t: float, last: np.ndarray,
-               memory: float) -> np.ndarray:
+    def update(self, rows: np.ndarray, present: np.ndarray, contested: np.ndarray, hidden: np.ndarray, t: float,
+               last: np.ndarray, memory: float) -> np.ndarray:
         """[P, items] what the people in ``rows`` wear now, given what this frame shows on them (an item
         that fits a neighbour too counts as seen only if the person wore it already: else it is likely
-        the neighbour's); ``last``: each one's previous frame."""
+        the neighbour's); ``hidden``: where people in front cover the item's place, an item not seen is
+        no evidence (one never seen counts as worn until its place shows without it); ``last``: each
+        one's previous frame."""
         worn = self.worn[rows]
         now = present & ~(contested & ~worn)
+        unseen = hidden & ~now  # neither seen nor missed
         times = self.times[rows]
         seen, gone = times[:, _SEEN], times[:, _GONE]
         run = now & (seen < last[:, None])  # not seen in the person's previous frame
         times[:, _SINCE] = np.where(run, t, times[:, _SINCE])
         times[:, _BEFORE] = np.where(run, last[:, None], times[:, _BEFORE])
         seen = times[:, _SEEN] = np.where(now, t, seen)
-        times[:, _GONE] = np.where(~now & (gone < seen), t, gone)
+        times[:, _GONE] = np.where(~now & ~unseen & (gone < seen), t, gone)
         self.times[rows] = times
         # items appear as others vanish, two frames running: nobody changes like that, but the tracker's
         # id has likely passed to someone else (people crossing); what it knew is not this person's
@@ -214,8 +222,9 @@ class _ItemTable:
         self.odd[rows], self.fresh[rows] = odd, False
         weight = 1.0 - np.exp(-np.maximum(t - last, 0.0) / memory) if memory > 0 else np.ones(len(rows))
         evidence = self.evidence[rows]
-        evidence = np.where(afresh, now, evidence + weight[:, None] * (now - evidence))  # a gap weighs more
-        worn = np.where(afresh, now, np.where(worn, evidence > _MISSING_BELOW, evidence >= _WORN_ABOVE))
+        evidence = np.where(afresh, now, np.where(unseen, evidence, evidence + weight[:, None] * (now - evidence)))
+        worn = np.where(afresh, now, np.where(unseen, worn, np.where(worn, evidence > _MISSING_BELOW,
+                                                                   evidence >= _WORN_ABOVE)))
         self.evidence[rows], self.worn[rows] = evidence, worn
         return worn
 
@@ -245,6 +254,9 @@ class PpeRules:
         if s.improper_label is not None:
             self._labels[s.improper_label] = (index[s.improper_item], kind(s.improper_label), True)
         self._capacity = np.array([2 if kind(item) == _HAND else 1 for item in items])  # how many one person wears
+        places = _PLACES.copy()
+        places[_HEAD, 3] = s.head_fraction
+        self._places = places[[kind(item) for item in items]]  # [items, 4] where each item shows
         # Per kind of item: the heights (box heights from the top) its centre may lie between.
         self._low = np.full(4, -s.margin)
         self._high = np.array([s.head_fraction, 1.0 + s.margin, 1.0 + s.margin, 1.0 + s.margin])
@@ -462,7 +474,8 @@ class PpeRules:
                 person.held = person.required = None  # back after a gap: nothing to date changes from
             them.append(person)
         worn = self._table.update(np.array([person.row for person in them], dtype=np.int64), present, contested,
-                                  t, np.array([person.last_t for person in them]), s.item_memory_s)
+                                  self._hidden(boxes), t, np.array([person.last_t for person in them]),
+                                  s.item_memory_s)
         for p, track in enumerate(persons):
             tid, person, held = people[p], them[p], worn[p]
             # Requirements by the zones the feet stand in.
@@ -490,6 +503,26 @@ class PpeRules:
         findings += self._observe_missing(t, persons, lacking, set(people))
         findings += self._observe_improper(t, persons, them, people, wrong)
         return findings
+
+    def _hidden(self, boxes: np.ndarray) -> np.ndarray:
+        """[P, items] whose place on each person the people nearer the camera (their feet lower in the
+        image) cover for the most part (``_HIDDEN_SHARE`` of it)."""
+        hidden = np.zeros((len(boxes), len(self._items)), dtype=bool)
+        # [P, P]: j stands in front of i, their boxes overlapping
+        front = ((boxes[None, :, 3] > boxes[:, None, 3]) & (boxes[None, :, 0] < boxes[:, None, 2])
+                 & (boxes[:, None, 0] < boxes[None, :, 2]) & (boxes[None, :, 1] < boxes[:, None, 3]))
+        behind = front.any(axis=1).nonzero()[0]
+        if not len(behind):
+            return hidden
+        mine = boxes[behind]
+        origin, size = mine[:, None, :2], mine[:, None, 2:] - mine[:, None, :2]  # [B, 1, 2]
+        low, high = origin + size * self._places[None, :, :2], origin + size * self._places[None, :, 2:]
+        # [B, items, P, 2]: the overlap of each item's place on i with the box of each j
+        overlap = np.clip(np.minimum(high[:, :, None], boxes[None, None, :, 2:])
+                          - np.maximum(low[:, :, None], boxes[None, None, :, :2]), 0, None)
+        covered = (overlap[..., 0] * overlap[..., 1] * front[behind][:, None, :]).sum(axis=2)
+        hidden[behind] = covered >= _HIDDEN_SHARE * np.maximum((high - low).prod(axis=2), _EPS)
+        return hidden
 
     def _observe_improper(self, t: float, persons: list[Track], them: list[_Person], people: list[int],
                           wrong: list[tuple[int, str | None]]) -> list[Finding]:

@@ -163,6 +163,24 @@ def test_a_person_the_detector_saw_in_one_frame_only_raises_nothing():
     assert start_end(run.of("ppe.missing_item")) == [("start", 0.0, None), ("end", 0.0, 2.2)]  # carried 2 s
 
 
+def test_what_someone_in_front_hides_is_neither_seen_nor_missed():
+    """B stands in front of A (feet lower in the image) for 4 s, hiding A's head and hands: the detector
+    sees none of A's helmet, mask, goggles or gloves meanwhile, and A lacks none of them. A's mask, seen
+    missing before B came, stays missing while hidden: one event, no end and new start."""
+    def scene(a_wears: tuple[str, ...]) -> Callable[[float], list[Detection]]:
+        def at(t: float) -> list[Detection]:
+            if 2.0 <= t < 6.0:  # B in front, its box over most of A's
+                return person(400, 300, wears=[i for i in a_wears if i == "gown"]) + person(430, 300, scale=1.05)
+            return person(400, 300, wears=a_wears) + person(700, 300, scale=1.05)
+        return at
+
+    assert Run().feed(scripted(9, scene(ALL))).close().events == []
+    run = Run().feed(scripted(9, scene(("helmet", "gloves", "gown", "goggles")))).close()
+    assert [(e.phase, e.attributes["items"]) for e in run.of("ppe.missing_item")] == [("start", ["mask"]),
+                                                                                      ("end", ["mask"])]
+    assert run.of("ppe.missing_item")[1].attributes["stream_end_s"] == pytest.approx(8.8)
+
+
 def test_a_mask_under_the_nose_must_be_seen_through_its_grace():
     """Under the nose for a second, hidden for 1.4 s, back with the mask worn: nothing to report (the
     hidden face is no evidence either way). Seen the whole 2 s grace, it is reported."""
