@@ -166,13 +166,15 @@ class _ItemTable:
 
     Per item: when it was last seen on the person, the first frame without it after that, the first
     frame of its current run of sightings and the person's frame before that run; a moving average of
-    being seen (1) or not (0); and whether it counts as worn (with hysteresis on that average)."""
+    being seen (1) or not (0); whether it counts as worn (with hysteresis on that average); and whether
+    its place on the person has been seen at all (``known``: until then it is not missing)."""
 
     def __init__(self, items: int) -> None:
         self._items = items
         self.times = np.full((0, 4, items), -math.inf)
         self.evidence = np.zeros((0, items))
         self.worn = np.zeros((0, items), dtype=bool)
+        self.known = np.zeros((0, items), dtype=bool)  # its place was seen, with or without it
         self.odd = np.zeros(0, dtype=bool)  # in the row's previous frame, items appeared as others vanished
         self.fresh = np.zeros(0, dtype=bool)  # no frame yet
         self.passed = np.zeros(0, dtype=bool)  # [P] in the last update: whose id passed to someone else
@@ -185,12 +187,14 @@ class _ItemTable:
             self.times = np.concatenate([self.times, np.full((grow, 4, self._items), -math.inf)])
             self.evidence = np.concatenate([self.evidence, np.zeros((grow, self._items))])
             self.worn = np.concatenate([self.worn, np.zeros((grow, self._items), dtype=bool)])
+            self.known = np.concatenate([self.known, np.zeros((grow, self._items), dtype=bool)])
             self.odd = np.concatenate([self.odd, np.zeros(grow, dtype=bool)])
             self.fresh = np.concatenate([self.fresh, np.zeros(grow, dtype=bool)])
             self._free = list(range(size + grow - 1, size - 1, -1))
         row = self._free.pop()
         self.times[row] = -math.inf
         self.evidence[row], self.worn[row], self.odd[row], self.fresh[row] = 0.0, False, False, True
+        self.known[row] = False
         return row
 
     def give_back(self, row: int) -> None:
@@ -201,7 +205,7 @@ class _ItemTable:
         """[P, items] what the people in ``rows`` wear now, given what this frame shows on them (an item
         that fits a neighbour too counts as seen only if the person wore it already: else it is likely
         the neighbour's); ``hidden``: where people in front cover the item's place, an item not seen is
-        no evidence (one never seen counts as worn until its place shows without it); ``last``: each
+        no evidence, and one whose place was never seen is not known to be missing; ``last``: each
         one's previous frame."""
         worn = self.worn[rows]
         now = present & ~(contested & ~worn)
@@ -226,6 +230,7 @@ class _ItemTable:
         worn = np.where(afresh, now, np.where(unseen, worn, np.where(worn, evidence > _MISSING_BELOW,
                                                                    evidence >= _WORN_ABOVE)))
         self.evidence[rows], self.worn[rows] = evidence, worn
+        self.known[rows] = np.where(afresh, ~unseen, self.known[rows] | ~unseen)
         return worn
 
 
@@ -490,7 +495,7 @@ class PpeRules:
                 required = self._default_required
             if zone is None and True in flags:
                 zone = zone_ids[flags.index(True)]
-            missing = required & ~held
+            missing = required & ~held & self._table.known[person.row]
             names = self._names(missing)
             lacking.append(_Lacking(p, person, tid, names, missing, self._turned(person, held, required, t),
                                     required, zone))

@@ -181,6 +181,19 @@ def test_what_someone_in_front_hides_is_neither_seen_nor_missed():
     assert run.of("ppe.missing_item")[1].attributes["stream_end_s"] == pytest.approx(8.8)
 
 
+def test_someone_first_seen_behind_another_lacks_only_what_was_seen_missing():
+    """A walks in behind B: for 4 s B hides A's head and hands, so A's missing mask is unknown; once B
+    steps aside and A's face shows without it, A's missing mask is reported, from that moment."""
+    def at(t: float) -> list[Detection]:
+        a = person(400, 300, wears=("gown",) if t < 4.0 else ("helmet", "gloves", "gown", "goggles"))
+        return a + person(430 if t < 4.0 else 700, 300, scale=1.05)
+
+    run = Run().feed(scripted(9, at)).close()
+    starts = run.of("ppe.missing_item")[:1]
+    assert [(e.phase, e.attributes["items"], e.attributes["stream_time_s"]) for e in starts] == [
+        ("start", ["mask"], pytest.approx(4.0))]
+
+
 def test_a_mask_under_the_nose_must_be_seen_through_its_grace():
     """Under the nose for a second, hidden for 1.4 s, back with the mask worn: nothing to report (the
     hidden face is no evidence either way). Seen the whole 2 s grace, it is reported."""
