@@ -3,6 +3,7 @@
 
     python tools/evaluate_events.py [--cases production,anomaly,tools,cleanroom,cage] [--seeds 9500,9600-9609]
                                     [--duration 40] [--out var/eval] [--json F] [--detections model|truth]
+                                    [--engines DIR]
 
 Each scenario is rendered to H.264 from a held-out seed, run through the real
 appliance (GStreamer decode, the demo models, tracking, rules) with the file read
@@ -14,7 +15,8 @@ situation began in the truth), against a target of the kind's configured start
 delay (grace, confirmation) plus one second. A situation that begins within that
 target of the clip's end cannot be reported in time, one shorter than the start
 delay must not be reported: neither is scored. ``--detections truth`` feeds the
-truth boxes to tracking and rules instead (no video, no model).
+truth boxes to tracking and rules instead (no video, no model); ``--engines DIR`` runs
+the models in DIR (a retrained detector) in place of the shipped ones.
 """
 
 from __future__ import annotations
@@ -128,22 +130,35 @@ def start_delays() -> dict[str, float]:
 START_DELAYS = start_delays()
 
 
-def second_stage_model(name: str, parser: str, confidence: float) -> dict[str, Any]:
-    """The config of a shipped crop model (its input size from the ONNX file)."""
-    onnx = REPO / "engines" / f"{name}.onnx"
+ENGINES = REPO / "engines"
+
+
+def model_file(engines: Path, name: str) -> Path:
+    """``engines/<name>.onnx``, which must be there with its ``.labels``."""
+    onnx = engines / f"{name}.onnx"
+    for path in (onnx, onnx.with_suffix(".labels")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the scenario needs the {name} model")
+    return onnx
+
+
+def second_stage_model(name: str, parser: str, confidence: float, engines: Path = ENGINES) -> dict[str, Any]:
+    """The config of a crop model in ``engines`` (its input size from the ONNX file)."""
+    onnx = model_file(engines, name)
     width, height = onnx_input_size(onnx)
-    return {"id": name, "onnx": str(onnx), "labels": str(REPO / "engines" / f"{name}.labels"),
+    return {"id": name, "onnx": str(onnx), "labels": str(engines / f"{name}.labels"),
             "input": {"width": width, "height": height}, "parser": parser, "confidence": confidence}
 
 
-def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path) -> ApplianceConfig:
+def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path,
+                    engines: Path = ENGINES) -> ApplianceConfig:
     """The appliance's config for one scenario: its clip (None: a test pattern in its place, for a run that
-    feeds the analytics itself), the shipped models, the zones and rules."""
-    onnx = REPO / "engines" / f"{case.model}.onnx"
+    feeds the analytics itself), the models in ``engines`` (the shipped ones by default), the zones and rules."""
+    onnx = model_file(engines, case.model)
     width, height = onnx_input_size(onnx)
     model = {
         "id": case.model, "onnx": str(onnx),
-        "labels": str(REPO / "engines" / f"{case.model}.labels"), "input": {"width": width, "height": height},
+        "labels": str(engines / f"{case.model}.labels"), "input": {"width": width, "height": height},
         "parser": "yolov8", "confidence": operating_confidence(case.model),
         "class_confidence": operating_class_confidence(case.model),
     }
@@ -157,13 +172,13 @@ def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path) -
         source["rules"]["defects"] = {"inspection_line": "inspection"}
         if case.name == "anomaly":
             source["rules"]["defects"]["anomaly"] = {"model": "anomaly"}
-            models.append(second_stage_model("anomaly", "anomaly", ANOMALY_THRESHOLD))
+            models.append(second_stage_model("anomaly", "anomaly", ANOMALY_THRESHOLD, engines))
     elif case.name == "tools":
         x1, y1, x2, y2 = TOOL_ZONE
         source["zones"] = [{"id": "table", "polygon": [[x1, y1], [x2, y1], [x2, y2], [x1, y2]], "normalized": False}]
         # the detector finds the tool, the tool_states classifier names its state from the crop
         source["rules"]["defects"] = {"tool_zone": "table", "tool_check": {"model": "tool_states"}}
-        models.append(second_stage_model("tool_states", "classify", 0.5))
+        models.append(second_stage_model("tool_states", "classify", 0.5, engines))
     elif case.name == "cleanroom":
         source["zones"] = [{"id": name, "polygon": [list(p) for p in poly], "normalized": False}
                            for name, poly in scene.zones.items()]  # type: ignore[attr-defined]
@@ -316,13 +331,13 @@ def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, T
     return tallies
 
 
-def run_scenario(case: Case, seed: int, duration: float, out: Path) -> dict[str, Tally]:
+def run_scenario(case: Case, seed: int, duration: float, out: Path, engines: Path = ENGINES) -> dict[str, Tally]:
     scene = case.make(seed, duration)
     name = f"{case.name}-{seed}"
     clip = render(name, scene, out)
     events_path = out / f"{name}.events.jsonl"
     events_path.unlink(missing_ok=True)
-    app = Appliance(scenario_config(case, scene, clip, events_path))
+    app = Appliance(scenario_config(case, scene, clip, events_path, engines))
     app.start()
     try:
         app.run(duration=30 * duration)
@@ -358,13 +373,14 @@ def run_on_truth(case: Case, seed: int, duration: float) -> dict[str, Tally]:
 
 
 def evaluate(cases: list[str], seeds: list[int], duration: float, out: Path,
-             truth: bool = False) -> dict[str, dict[str, Tally]]:
+             truth: bool = False, engines: Path = ENGINES) -> dict[str, dict[str, Tally]]:
     report: dict[str, dict[str, Tally]] = {}
     for name in cases:
         case = CASES[name]
         totals = {kind: Tally() for kind in case.kinds}
         for seed in seeds:
-            scored = run_on_truth(case, seed, duration) if truth else run_scenario(case, seed, duration, out)
+            scored = (run_on_truth(case, seed, duration) if truth
+                      else run_scenario(case, seed, duration, out, engines))
             for kind, tally in scored.items():
                 totals[kind].add(tally)
         report[name] = totals
@@ -401,12 +417,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=40.0)
     parser.add_argument("--out", type=Path, default=REPO / "var" / "eval")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--engines", type=Path, default=ENGINES,
+                        help="the models to run (a retrained pack: its <model>.onnx and .labels)")
     parser.add_argument("--detections", choices=("model", "truth"), default="model",
                         help="truth: the truth boxes stand in for the video and the model (production, cleanroom, "
                              "cage), to see what tracking and rules make of perfect detections")
     args = parser.parse_args()
     report = evaluate([c for c in args.cases.split(",") if c], args.seeds,
-                      args.duration, args.out, truth=args.detections == "truth")
+                      args.duration, args.out, truth=args.detections == "truth", engines=args.engines)
     for line in table(report):
         print(line)
     if args.json:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tools.evaluate_events import CASES, run_on_truth, score, seed_list
+from tools.evaluate_events import CASES, ENGINES, run_on_truth, scenario_config, score, seed_list
 from tools.scenes.common import FrameTruth, TimelineEvent, TruthObject
 
 FPS = 5
@@ -121,3 +121,15 @@ def test_seeds_are_listed_and_ranged() -> None:
     assert seed_list("9500, 9600-9602,9700") == [9500, 9600, 9601, 9602, 9700]
     with pytest.raises(argparse.ArgumentTypeError, match="'96x'"):
         seed_list("9500,96x")
+
+
+def test_another_model_pack_can_stand_in_for_the_shipped_one(tmp_path) -> None:
+    case = CASES["cleanroom"]
+    scene = case.make(9500, 1.0)
+    assert scenario_config(case, scene, None, tmp_path / "e.jsonl").models[0].onnx == ENGINES / "ppe.onnx"
+    for name in ("ppe.onnx", "ppe.labels"):
+        (tmp_path / name).write_bytes((ENGINES / name).read_bytes())
+    config = scenario_config(case, scene, None, tmp_path / "e.jsonl", engines=tmp_path)
+    assert config.models[0].onnx == tmp_path / "ppe.onnx"
+    with pytest.raises(FileNotFoundError, match="animals.onnx: the scenario needs the animals model"):
+        scenario_config(CASES["cage"], CASES["cage"].make(9500, 1.0), None, tmp_path / "e.jsonl", engines=tmp_path)
