@@ -146,7 +146,7 @@ def second_stage_model(name: str, parser: str, confidence: float, engines: Path 
     """The config of a crop model in ``engines`` (its input size from the ONNX file)."""
     onnx = model_file(engines, name)
     width, height = onnx_input_size(onnx)
-    return {"id": name, "onnx": str(onnx), "labels": str(engines / f"{name}.labels"),
+    return {"id": name, "onnx": str(onnx), "labels": str(onnx.with_suffix(".labels")),
             "input": {"width": width, "height": height}, "parser": parser, "confidence": confidence}
 
 
@@ -158,7 +158,7 @@ def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path,
     width, height = onnx_input_size(onnx)
     model = {
         "id": case.model, "onnx": str(onnx),
-        "labels": str(engines / f"{case.model}.labels"), "input": {"width": width, "height": height},
+        "labels": str(onnx.with_suffix(".labels")), "input": {"width": width, "height": height},
         "parser": "yolov8", "confidence": operating_confidence(case.model),
         "class_confidence": operating_class_confidence(case.model),
     }
@@ -353,8 +353,8 @@ TRUTH_CASES = ("production", "cleanroom", "cage")
 
 def run_on_truth(case: Case, seed: int, duration: float) -> dict[str, Tally]:
     """The scenario with its truth boxes as the detections (no video, no model) at the analysis rate:
-    what tracking and rules make of perfect detections. The truth also has people the camera cannot see
-    behind others, so this is an upper bound of what a better detector could give."""
+    what tracking and rules make of perfect detections. The truth leaves out the items hidden behind
+    others but not the people, so this is an upper bound of what a better detector could give."""
     if case.name not in TRUTH_CASES:
         raise ValueError(f"{case.name}: its events come from a second-stage model; truth detections are "
                          f"for {', '.join(TRUTH_CASES)}")
