@@ -24,7 +24,7 @@ Truth per frame: a ``person`` box per visible person (the whole drawn body, PPE 
 ``{"zone": "wash" | "clean" | None, "in_sight": bool}``), a box per worn PPE item of a visible person
 (``{"person_track_id": id}``) that its own body (the far hand) and the people in front leave at least
 ``ITEM_UNHIDDEN`` unhidden (no detector can be asked for goggles behind someone's head),
-``fire`` and ``smoke``. Boxes are clipped to the frame; an
+``fire`` and ``smoke`` while the people (all drawn over them) leave as much unhidden. Boxes are clipped to the frame; an
 object more than half of whose box lies outside the frame is left out (and so are the
 items of a person left out). Track ids: people ``0..n-1``, their items
 ``item_track_id(person, slot)`` (the mask keeps its id while its label switches between
@@ -43,7 +43,8 @@ and only frames in which the person is in the truth):
 - ``hygiene.sequence_violation``: a person steps into the clean zone without a stay of at
   least ``WASH_DWELL_S`` in the wash zone since the start or since they last left the
   clean zone (``start_s == end_s``, the first frame inside). Starting inside is no entry.
-- ``fire.detected`` / ``smoke.detected``: from the first frame with the box to the end.
+- ``fire.detected`` / ``smoke.detected``: from the first frame with the box (the first in which it can
+  be seen) to the end, hidden for a while or not.
 
 A person who stands behind others is in the truth all the same; their box says
 ``{"in_sight": false}`` while the people drawn in front of them (nearer the camera) leave
@@ -894,23 +895,32 @@ class CleanRoomScene:
                 if not covering or _uncovered([shape[2] for shape in drawn[person][0]
                                                if shape[0] == 1 + slot and not shape[4]], covering) >= ITEM_UNHIDDEN:
                     objects.append(item)
+            # fire and smoke lie beneath everyone: a flame behind someone is no one's to see
+            everyone = [pts for shapes, _body in drawn.values() for _tag, _colour, pts, _outline, thickness in shapes
+                        if not thickness]
             polys = self._fire_polys(index)
             if polys is not None:
                 outer = polys[0]
                 box = np.array([outer[:, 0].min(), outer[:, 1].min(), outer[:, 0].max(), outer[:, 1].max()])
-                cb = _clip(box)
-                if _box_area(cb) >= 0.5 * _box_area(box):
+                if self._in_view(box, [outer], everyone):
                     fire_seen[index] = True
-                    objects.append(TruthObject(FIRE_TRACK_ID, "fire", tuple(float(v) for v in cb)))  # type: ignore
+                    objects.append(TruthObject(FIRE_TRACK_ID, "fire", tuple(float(v) for v in _clip(box))))  # type: ignore
             box = self._smoke_box(index)
             if box is not None:
-                cb = _clip(box)
-                if _box_area(cb) >= 0.5 * _box_area(box):
+                plume = box[[0, 1, 2, 1, 2, 3, 0, 3]].reshape(4, 2)
+                if self._in_view(box, [plume], everyone):
                     smoke_seen[index] = True
-                    objects.append(TruthObject(SMOKE_TRACK_ID, "smoke", tuple(float(v) for v in cb)))  # type: ignore
+                    objects.append(TruthObject(SMOKE_TRACK_ID, "smoke", tuple(float(v) for v in _clip(box))))  # type: ignore
             self._objects.append(objects)
         self._fire_seen = fire_seen
         self._smoke_seen = smoke_seen
+
+    @staticmethod
+    def _in_view(box: np.ndarray, own: list[np.ndarray], covering: list[np.ndarray]) -> bool:
+        """Whether a thing drawn as the polygons ``own`` within ``box`` goes into the truth: at least half
+        of its box inside the frame and ``ITEM_UNHIDDEN`` of it left unhidden by ``covering``."""
+        return _box_area(_clip(box)) >= 0.5 * _box_area(box) and (
+            not covering or _uncovered(own, covering) >= ITEM_UNHIDDEN)
 
     def _far_to_near(self, index: int, people: Iterable[int]) -> list[int]:
         """``people`` in the order they are drawn in frame ``index``: the farthest (feet highest) first."""
