@@ -92,6 +92,10 @@ class PpeSettings(Strict):
     # A person first seen inside the clean zone with the box at the frame's edge walked in from outside the
     # view: an entry (except in the stream's first frame). A person first seen inside away from the edges is not.
     entry_from_edge: bool = True
+    # Someone first seen (after the first frame) with this share of their box inside where another person
+    # was last seen emerged from behind them, unseen till then, most often at the basin: they share that
+    # person's wash. None: someone first seen has washed for no time.
+    emerged_overlap: Annotated[float, Field(gt=0.0, le=1.0)] | None = 0.15
     fire_labels: list[str] = ["fire", "smoke"]  # each makes ``<label>.detected`` events
     # a fire or smoke is over only when unseen for 10 s: one hidden for a while by someone who stands in
     # front of it is the same fire, not a new alarm; it is confirmed by a second's sightings with gaps of 3 s
@@ -481,6 +485,8 @@ class PpeRules:
         worn = self._table.update(np.array([person.row for person in them], dtype=np.int64), present, contested,
                                   self._hidden(boxes), t, np.array([person.last_t for person in them]),
                                   s.item_memory_s)
+        if not self._first_frame:
+            self._emerged(them, boxes)
         for p, track in enumerate(persons):
             tid, person, held = people[p], them[p], worn[p]
             # Requirements by the zones the feet stand in.
@@ -508,6 +514,29 @@ class PpeRules:
         findings += self._observe_missing(t, persons, lacking, set(people))
         findings += self._observe_improper(t, persons, them, people, wrong)
         return findings
+
+    def _emerged(self, them: list[_Person], boxes: np.ndarray) -> None:
+        """Someone seen for the first time with ``emerged_overlap`` of their box inside where another
+        person was last seen stood behind or beside them, unseen (a group at the basin that splits up):
+        they come with that person's wash and side of the clean zone's door."""
+        share = self.settings.emerged_overlap
+        if share is None:
+            return
+        for p, person in enumerate(them):
+            if person.in_clean is not None:
+                continue
+            x1, y1, x2, y2 = boxes[p]
+            area = max((x2 - x1) * (y2 - y1), 1.0)
+            best, host = share, None
+            for other in them:
+                if other.in_clean is None or other.box is None:
+                    continue
+                bx1, by1, bx2, by2 = other.box
+                cover = max(min(x2, bx2) - max(x1, bx1), 0.0) * max(min(y2, by2) - max(y1, by1), 0.0) / area
+                if cover >= best:
+                    best, host = cover, other
+            if host is not None:
+                person.wash_run, person.wash_best, person.in_clean = host.wash_run, host.wash_best, host.in_clean
 
     def _hidden(self, boxes: np.ndarray) -> np.ndarray:
         """[P, items] whose place on each person the people nearer the camera (their feet lower in the

@@ -331,6 +331,27 @@ def test_a_wash_is_timed_on_while_someone_hides_the_washer_for_a_moment():
     assert [e.kind for e in run.events] == ["hygiene.sequence_violation"]
 
 
+def test_someone_who_emerges_from_behind_a_washer_shares_their_wash():
+    """Two wash side by side, one seen only once they step apart (a group at the basin): the one who
+    emerges from the other's box washed with them. Someone first seen away from everyone has not."""
+    washer = walk([(0, 600, 550), (1, 250, 550), (5, 250, 550), (9, 1000, 550), (11, 1000, 550)])
+    beside = walk([(0, 600, 550), (1, 270, 540), (5, 270, 540), (9, 1060, 540), (11, 1060, 540)])
+
+    def group(t: float) -> list[Detection]:
+        return washer(t) + (beside(t) if t >= 4.6 else [])  # one box for two until they step apart
+
+    run = Run(HYGIENE, HYGIENE_ZONES).feed(scripted(11, group)).close()
+    assert run.events == []
+    strict = PpeSettings(required=[], wash_zone="wash", clean_zone="clean", emerged_overlap=None)
+    run = Run(strict, HYGIENE_ZONES).feed(scripted(11, group)).close()
+    assert [e.kind for e in run.events] == ["hygiene.sequence_violation"]
+    assert run.events[0].attributes["wash_dwell_s"] < HYGIENE.min_wash_s  # only what it was seen to wash
+
+    alone = walk([(0, 600, 550), (4.6, 600, 550), (9, 1060, 540), (11, 1060, 540)])  # not at the basin
+    run = Run(HYGIENE, HYGIENE_ZONES).feed(scripted(11, lambda t: washer(t) + (alone(t) if t >= 4.6 else [])))
+    assert [e.kind for e in run.close().events] == ["hygiene.sequence_violation"]
+
+
 def test_walking_into_the_clean_zone_from_outside_the_view_is_an_entry():
     zones = [("wash", [(100, 400), (400, 400), (400, 700), (100, 700)], False),
              ("clean", [(900, 400), (1280, 400), (1280, 700), (900, 700)], False)]
