@@ -108,6 +108,13 @@ class ApplianceMetrics:
             "appliance_defect_rate_ratio", "Defective fraction of the recent parts at an inspection line",
             ["stream", "line"], registry=r,
         )
+        self.zone_occupancy = Gauge(
+            "appliance_zone_objects", "Tracked objects inside a zone (rules.presence)", ["stream", "zone"], registry=r,
+        )
+        self.line_crossings = Counter(
+            "appliance_line_crossings", "Tracked objects that crossed a line, by direction (rules.presence)",
+            ["stream", "line", "direction"], registry=r,
+        )
         # Event delivery (appliance/events/delivery.py); sink = the sink's configured id.
         self.outbox_pending = Gauge("appliance_outbox_pending_events", "Events in the outbox not yet delivered",
                                     ["sink"], registry=r)

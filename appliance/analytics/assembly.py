@@ -9,6 +9,7 @@ from appliance.analytics.base import Rules
 from appliance.analytics.defects import DefectRules
 from appliance.analytics.inspection import AnomalyInspector, CropClassifier
 from appliance.analytics.ppe import PpeRules
+from appliance.analytics.presence import PresenceRules
 from appliance.analytics.stream import EventSink, StreamAnalytics
 from appliance.config.schema import ApplianceConfig, ModelConfig, SourceConfig
 from appliance.events.factory import EventFactory
@@ -68,6 +69,8 @@ def rules_for(
         rules.append(PpeRules(configured.ppe, source.id))
     if configured.animals is not None:
         rules.append(AnimalRules(configured.animals, source.id))
+    if configured.presence is not None:
+        rules.append(PresenceRules(configured.presence, source.id, metrics))
     return rules
 
 

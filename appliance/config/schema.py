@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 from appliance.analytics.animals import AnimalSettings
 from appliance.analytics.defects import DefectSettings
 from appliance.analytics.ppe import PpeSettings
+from appliance.analytics.presence import PresenceSettings
 from appliance.config.base import Identifier, Strict
 from appliance.config.delivery import MqttBrokerConfig, OutboxConfig, SinkConfig
 from appliance.config.fleet import FleetConfig
@@ -167,10 +168,12 @@ class RulesConfig(Strict):
     defects: DefectSettings | None = None
     ppe: PpeSettings | None = None
     animals: AnimalSettings | None = None
+    presence: PresenceSettings | None = None  # stays in zones and crossings of lines, for any tracked label
 
     def use_cases(self) -> list[tuple[str, Strict]]:
         """The configured rule settings, by use case."""
-        configured = (("defects", self.defects), ("ppe", self.ppe), ("animals", self.animals))
+        configured = (("defects", self.defects), ("ppe", self.ppe), ("animals", self.animals),
+                      ("presence", self.presence))
         return [(name, value) for name, value in configured if value is not None]
 
     def zone_references(self) -> list[tuple[tuple[str, ...], str]]:
@@ -180,14 +183,20 @@ class RulesConfig(Strict):
             for key, value in use_case:
                 if key.endswith("_zone") and value is not None:
                     refs.append(((name, key), value))
-                elif key == "zone_required":
+                elif key in ("zone_required", "max_dwell_s"):
                     refs.extend(((name, key, zone), zone) for zone in value)
+                elif key == "zones" and value is not None:
+                    refs.extend(((name, key, index), zone) for index, zone in enumerate(value))
         return refs
 
     def line_references(self) -> list[tuple[tuple[str, ...], str]]:
         refs = []
         for name, use_case in self.use_cases():
-            refs.extend(((name, key), value) for key, value in use_case if key.endswith("_line") and value is not None)
+            for key, value in use_case:
+                if key.endswith("_line") and value is not None:
+                    refs.append(((name, key), value))
+                elif key == "lines" and value is not None:
+                    refs.extend(((name, key, index), line) for index, line in enumerate(value))
         return refs
 
 

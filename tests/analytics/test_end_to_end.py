@@ -11,14 +11,41 @@ import pytest
 from tools.evaluate_events import CASES, START_DELAYS, run_scenario
 
 
-def test_cleanroom_scenario_reports_fire_and_hygiene_violations(tmp_path):
+def test_cleanroom_scenario_reports_fire_hygiene_violations_and_stays_in_the_clean_zone(tmp_path):
     tallies = run_scenario(CASES["cleanroom"], seed=9500, duration=30.0, out=tmp_path)
     for kind in ("fire.detected", "hygiene.sequence_violation"):
         tally = tallies[kind]
         assert tally.truth >= 1, f"the scenario has no {kind} to find"
         assert tally.recall >= 0.5 and tally.precision >= 0.5, (kind, tally)
     assert tallies["fire.detected"].latency_p90 <= START_DELAYS["fire.detected"] + 2.0
-    assert (tmp_path / "cleanroom-9500.events.jsonl").read_text().count('"schema":"appliance.event/1"') >= 3
+    events = [json.loads(line) for line in (tmp_path / "cleanroom-9500.events.jsonl").read_text().splitlines()]
+    # each stay of someone in the clean zone (by the truth's feet) is one zone.presence, and every one reported
+    # is such a stay
+    scene = CASES["cleanroom"].make(9500, 30.0)
+    inside: dict[int, list[float]] = {}
+    for truth in scene.truths():
+        for o in truth.objects:
+            if o.label == "person" and o.attributes.get("zone") == "clean":
+                inside.setdefault(o.track_id, []).append(truth.index / scene.fps)
+    stays = []
+    for frames in inside.values():
+        begin = frames[0]
+        for before, now in zip(frames, frames[1:] + [None]):
+            if now is None or now - before > 1.0:
+                stays.append((begin, before))
+                begin = now
+    stays = [(a, b) for a, b in stays if b - a >= 1.0]
+    ends = {e["attributes"]["episode"]: e for e in events if e["kind"] == "zone.presence" and e["phase"] == "end"}
+    reported = [(e["attributes"]["stream_time_s"], ends[e["id"]]["attributes"]["stream_end_s"] if e["id"] in ends
+                 else 30.0) for e in events if e["kind"] == "zone.presence" and e["phase"] == "start"]
+    assert stays and all(e["zone"] == "clean" for e in events if e["kind"] == "zone.presence")
+
+    def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        return a[0] <= b[1] + 0.5 and b[0] <= a[1] + 0.5
+
+    assert all(any(overlaps(stay, r) for r in reported) for stay in stays), (stays, reported)
+    assert all(any(overlaps(stay, r) for stay in stays) for r in reported), (stays, reported)
+    assert len(reported) == len(stays), (stays, reported)
 
 
 def test_production_scenario_reports_defective_parts_at_the_line(tmp_path):
