@@ -327,6 +327,7 @@ ANALYTICS_SCENES: dict[str, tuple[list[str], dict[str, Any]]] = {
     "ppe": (["person", "helmet", "mask", "gloves", "gown"], {"ppe": {"wash_zone": "wash", "clean_zone": "clean"}}),
     "animals": (["rodent", "rearing"], {"animals": {"cage_zone": "cage", "expected_animals": 30},
                                         "tracker": {"label_groups": [["rodent", "rearing"]]}}),
+    "presence": (["person", "cart"], {"presence": {"max_dwell_s": {"wash": 5.0}}}),  # every zone and line
 }
 
 
