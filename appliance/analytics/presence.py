@@ -98,8 +98,9 @@ class PresenceRules:
                 active[key] = {"track": track, "zone": zone_id}
                 confidence[key] = track.confidence
         findings = [self._stay_finding(tr) for tr in self._stays.step(t, active, confidence)]
-        for key, episode in self._stays.open.items():
-            limit = self.settings.max_dwell_s.get(episode.payload["zone"])
+        limits = self.settings.max_dwell_s
+        for key, episode in self._stays.open.items() if limits else ():
+            limit = limits.get(episode.payload["zone"])
             if (episode.started and limit is not None and key not in self._alerted
                     and episode.last_seen - episode.began >= limit - TIME_SLACK):
                 self._alerted.add(key)
