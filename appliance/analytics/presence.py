@@ -14,6 +14,7 @@ The objects in each zone and the crossings per line and direction are metrics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -62,7 +63,8 @@ class PresenceRules:
         self._watched: list[int] = []  # the table's columns of the watched zones
         self._anchors: dict[int, _Anchor] = {}
         self._alerted: set[Hashable] = set()  # stays whose dwell alert was raised
-        self._shown: set[str] = set()  # zones whose occupancy gauge was set
+        self._shown: dict[str, int] = {}  # the occupancy each zone's gauge shows
+        self._next_prune = -math.inf
 
     def observe(self, view: FrameView) -> list[Finding]:
         t = view.t
@@ -75,6 +77,7 @@ class PresenceRules:
 
     def close(self) -> list[Finding]:
         self._anchors.clear()
+        self._next_prune = -math.inf  # the stream's time may start again
         findings = [self._stay_finding(tr) for tr in self._stays.close_all()]
         self._alerted.clear()
         self._occupancy()
@@ -136,8 +139,9 @@ class PresenceRules:
                 zone_id = episode.payload["zone"]
                 counts[zone_id] = counts.get(zone_id, 0) + 1
         for zone_id, count in counts.items():
-            self.metrics.zone_occupancy.labels(self.stream_id, zone_id).set(count)
-        self._shown |= set(counts)
+            if self._shown.get(zone_id) != count:  # the gauge changes only on entries and leavings
+                self.metrics.zone_occupancy.labels(self.stream_id, zone_id).set(count)
+                self._shown[zone_id] = count
 
     # ------------------------------------------------------------------ lines
 
@@ -163,7 +167,9 @@ class PresenceRules:
                         self.metrics.line_crossings.labels(self.stream_id, line.id, str(direction)).inc()
         for k, track in enumerate(tracks):
             self._anchors[track.track_id] = _Anchor(points[k].copy(), t)
-        stale = [i for i, anchor in self._anchors.items() if t - anchor.t > self.settings.forget_after_s]
-        for i in stale:
-            del self._anchors[i]
+        if t >= self._next_prune:  # once a second: tracks long gone cross nothing
+            self._next_prune = t + 1.0
+            stale = [i for i, anchor in self._anchors.items() if t - anchor.t > self.settings.forget_after_s]
+            for i in stale:
+                del self._anchors[i]
         return findings
