@@ -23,6 +23,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 INFO = 'appliance_config_info{site=~"$site", device=~"$device"}'
 RATE = "[$__rate_interval]"
 STARTED = 'appliance_events_total{phase="start"}'
+CRITICAL = 'appliance_events_total{phase="start", severity="critical"}'
 IDLE = 'appliance_host_cpu_seconds_total{mode="idle"}'
 
 
@@ -168,6 +169,47 @@ def device_drill_down() -> list[Panel]:
     ]
 
 
+def use_cases() -> list[Panel]:
+    """What the plant asked the cameras about: parts, zones and lines, safety and animal events."""
+    def started(kinds: str) -> str:
+        return per_device(f'increase(appliance_events_total{{phase="start", kind=~"{kinds}"}}[1h])')
+
+    return [
+        Panel("Parts inspected per minute, ok and defective", [Query(
+            f"sum by (device, stream, line, result) ({per_device(f'rate(appliance_parts_inspected_total{RATE})')})"
+            " * 60", "{{device}} {{stream}} {{line}} {{result}}")], width=12,
+            description="Parts counted once each as they cross an inspection line (rules.defects)"),
+        Panel("Defective fraction of the recent parts", [Query(
+            per_device("appliance_defect_rate_ratio"), "{{device}} {{stream}} {{line}}")], unit="percentunit",
+            width=12, description="Over the sliding window of rules.defects.drift; defect.rate_drift fires above "
+                                  "its limit"),
+        Panel("Part anomaly score p50 / p95", [
+            Query(quantile(0.5, "appliance_part_anomaly_score", "stream, line"), "{{device}} {{stream}} p50"),
+            Query(quantile(0.95, "appliance_part_anomaly_score", "stream, line"), "{{device}} {{stream}} p95"),
+        ], description="A rising score is the anomaly model's early sign of wear before parts turn defective"),
+        Panel("Objects in zones", [Query(
+            per_device("appliance_zone_objects"), "{{device}} {{stream}} {{zone}}")],
+            description="Tracked objects whose anchor is inside each zone (rules.presence)"),
+        Panel("Line crossings per minute, by direction", [Query(
+            f"sum by (device, stream, line, direction) "
+            f"({per_device(f'rate(appliance_line_crossings_total{RATE})')}) * 60",
+            "{{device}} {{stream}} {{line}} {{direction}}")]),
+        Panel("Critical events started, last hour", [Query(
+            f"sum by (device, kind) ({per_device(f'increase({CRITICAL}[1h])')}) or vector(0)", "{{device}} {{kind}}",
+            instant=True)], "stat", width=6, height=6,
+            description="Fire and smoke: each one a situation someone must look at now"),
+        Panel("Clean-room events started, last hour", [Query(
+            f"sum by (device, kind) ({started('ppe[.].*|hygiene[.].*')}) or vector(0)", "{{device}} {{kind}}",
+            instant=True)], "stat", width=6, height=6),
+        Panel("Animal events started, last hour", [Query(
+            f"sum by (device, kind) ({started('animal[.].*')}) or vector(0)", "{{device}} {{kind}}", instant=True)],
+            "stat", width=6, height=6, description="Each cage's behaviour alerts and hourly activity summaries"),
+        Panel("Tools verified, last hour", [Query(
+            f"sum by (device, severity) ({started('tool[.]verified')}) or vector(0)", "{{device}} {{severity}}",
+            instant=True)], "stat", width=6, height=6, description="info: clean; warning: dirty or damaged"),
+    ]
+
+
 def panel_json(panel: Panel, ident: int, x: int, y: int) -> dict[str, Any]:
     targets = []
     for index, query in enumerate(panel.queries):
@@ -252,7 +294,8 @@ def dashboard() -> dict[str, Any]:
             variable("site", "Site", "label_values(appliance_config_info, site)", ".*"),
             variable("device", "Device", 'label_values(appliance_config_info{site=~"$site"}, device)', None),
         ]},
-        "panels": layout([("Fleet overview", fleet_overview()), ("Devices: $device", device_drill_down())]),
+        "panels": layout([("Fleet overview", fleet_overview()), ("Devices: $device", device_drill_down()),
+                          ("Use cases: $device", use_cases())]),
     }
 
 
