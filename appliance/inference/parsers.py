@@ -138,6 +138,20 @@ class _YoloParser(ABC):
             )
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
+    def _best_passing(self, class_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``[nc, A]`` scores -> (class, score, anchor index) of the anchors where a class reaches its
+        own threshold, each with its best such class. The top class of an anchor may be below its
+        threshold while another passes its own lower one (a young flame under a helmet's 0.23, fire's
+        threshold 0.05): that anchor is the passing class, not nothing."""
+        thresholds = self.settings.thresholds
+        candidates = np.flatnonzero(class_scores.max(axis=0) >= self.settings.confidence)
+        scores = class_scores[:, candidates]
+        passing = np.where(scores >= thresholds[:, None], scores, -1.0)
+        classes = passing.argmax(axis=0)
+        best = np.take_along_axis(passing, classes[None, :], axis=0)[0]
+        hit = best >= 0.0
+        return classes[hit], best[hit].astype(np.float32, copy=False), candidates[hit]
+
     # -- per item ------------------------------------------------------------
     def _detections(
         self,
@@ -191,12 +205,9 @@ class YoloV8Parser(_YoloParser):
         out = self._first_output(outputs, letterboxes)
         found: list[list[Detection]] = []
         for pred, letterbox in zip(out, letterboxes, strict=True):
-            class_scores = pred[4:]  # [nc, A]
-            classes = class_scores.argmax(axis=0)
-            scores = np.take_along_axis(class_scores, classes[None, :], axis=0)[0]
-            hit = np.flatnonzero(scores >= self.settings.thresholds[classes])
+            classes, scores, hit = self._best_passing(pred[4:])
             boxes = _xywh_to_xyxy(pred[0, hit], pred[1, hit], pred[2, hit], pred[3, hit])
-            found.append(self._detections(boxes, scores[hit], classes[hit], letterbox, suppress=True))
+            found.append(self._detections(boxes, scores, classes, letterbox, suppress=True))
         return found
 
 
@@ -217,10 +228,8 @@ class YoloV5Parser(_YoloParser):
             # obj * cls <= obj (probabilities), so anchors below threshold on obj alone go first.
             rows = pred[pred[:, 4] >= threshold]
             joint = rows[:, 5:] * rows[:, 4:5]
-            classes = joint.argmax(axis=1)
-            scores = np.take_along_axis(joint, classes[:, None], axis=1)[:, 0]
-            hit = scores >= self.settings.thresholds[classes]
-            rows, scores, classes = rows[hit], scores[hit], classes[hit]
+            classes, scores, hit = self._best_passing(joint.T)
+            rows = rows[hit]
             boxes = _xywh_to_xyxy(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3])
             found.append(self._detections(boxes, scores, classes, letterbox, suppress=True))
         return found

@@ -106,6 +106,22 @@ def test_a_class_may_have_its_own_threshold(tmp_path: Path, frames: Frames, kind
     assert [(d.label, d.confidence) for d in found] == [("dog", pytest.approx(0.2))]
 
 
+@pytest.mark.parametrize("kind", ["yolov8", "yolov5"])
+def test_an_anchor_is_the_best_class_that_reaches_its_own_threshold(tmp_path: Path, frames: Frames, kind: str
+                                                                    ) -> None:
+    # one anchor: cat 0.2 (its threshold 0.25), dog 0.06 (its threshold 0.05); another: cat 0.5, dog 0.3
+    spots = [(10, 20, (0.2, 0.06, 0.0)), (50, 40, (0.5, 0.3, 0.0))]
+    if kind == "yolov8":
+        output = np.asarray([(x, y, 6, 6, *scores) for x, y, scores in spots], dtype=np.float32).T
+    else:
+        output = np.asarray([(x, y, 6, 6, 1.0, *scores) for x, y, scores in spots], dtype=np.float32)
+    path = switch_model(tmp_path / f"{kind}.onnx", output, output)
+    found = _run(path, kind, frames(1, [0.0]), class_confidence={"dog": 0.05})[0]
+    # the top class below its threshold does not hide a class above its own; one class per anchor
+    assert [(d.label, d.confidence) for d in found] == [("cat", pytest.approx(0.5)), ("dog", pytest.approx(0.06))]
+    assert found[1].box == pytest.approx((70, 90, 130, 150), abs=1e-3)
+
+
 def test_yolov5_layout(tmp_path: Path, frames: Frames) -> None:
     anchors = [  # cx, cy, w, h, objectness, cat, dog, bird
         (20, 30, 10, 8, 0.5, 0.5, 1.0, 0.0),     # dog 0.5 -> (150, 180, 250, 260)

@@ -138,6 +138,11 @@ def test_map_against_a_hand_computed_example() -> None:
     assert (a.precision, a.recall) == (pytest.approx(0.5), pytest.approx(1 / 3))  # 0.9 TP + 0.8 FP at >= 0.75
     assert (b.precision, b.recall) == (1.0, 1.0)
     assert math.isnan(c.precision) and c.detections_at_operating == 0
+    # what the appliance reports at its thresholds, where its parse differs: P/R from that, AP unchanged
+    reported = [[("a", 0.9, (0, 0, 10, 10))], [("a", 0.8, (1, 0, 10, 10)), ("b", 0.95, (0, 0, 10, 10))]]
+    own = score_detections(found, truth, ("a", "b", "c"), operating_confidence=0.75, operating=reported)
+    assert (own.classes[0].precision, own.classes[0].recall) == (1.0, pytest.approx(2 / 3))
+    assert own.classes[0].ap50 == pytest.approx(5 / 9) and own.classes[0].detections_at_operating == 2
     assert average_precision(np.array([1.0, 1.0]), 2) == pytest.approx(1.0)
     assert average_precision(np.array([]), 2) == 0.0
 

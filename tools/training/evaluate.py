@@ -8,9 +8,10 @@ image (greedy by score, each truth box at most once, IoU >= 0.5):
 
 * AP50 per class: all-point interpolated area under the precision envelope
   (VOC 2010+ / COCO style), mAP50 the mean over the classes that occur in the truth;
-* precision and recall per class at the operating confidence threshold (the
-  detections at or above it, a prefix of the score-sorted list: NMS only lets a box
-  suppress lower-scored ones, so the set is what the appliance reports);
+* precision and recall per class at the operating thresholds: the detections of a
+  second parse of the same outputs at the appliance's own thresholds (a class with a
+  threshold below the others' may win anchors that the low-threshold parse gives to a
+  higher-scored class, so that set is not a prefix of the AP list);
 * latency: the engine's ``infer`` at batch 1 and 4 (median over repeated runs).
 """
 
@@ -145,24 +146,31 @@ def _true_positives(dets: Sequence[tuple[float, int, Sequence[float]]], truth_bo
 
 def score_detections(found: Sequence[Found], truth: Sequence[Truth], labels: Sequence[str],
                      operating_confidence: float = DEFAULT_OPERATING_CONFIDENCE, iou_threshold: float = 0.5,
-                     class_confidence: Mapping[str, float] | None = None) -> Scores:
+                     class_confidence: Mapping[str, float] | None = None,
+                     operating: Sequence[Found] | None = None) -> Scores:
     """AP50 (at ``iou_threshold``), AP75 and P/R at the operating threshold per class
     (``operating_confidence``, or the class's own in ``class_confidence``), for per-image
-    detections and truth."""
+    detections and truth. ``operating``: what the appliance reports at those thresholds, per image,
+    where that is not simply the part of ``found`` above them."""
     own = dict(class_confidence or {})
-    if len(found) != len(truth):
+    if len(found) != len(truth) or (operating is not None and len(operating) != len(truth)):
         raise ValueError(f"{len(found)} detection lists for {len(truth)} images")
+
+    def of_class(lists: Sequence[Found], label: str) -> list[tuple[float, int, Sequence[float]]]:
+        dets = [(conf, image, box) for image, items in enumerate(lists) for name, conf, box in items if name == label]
+        return sorted(dets, key=lambda d: -d[0])
+
     results: list[ClassResult] = []
     for label in labels:
         truth_boxes = [np.asarray([b for name, b in objs if name == label], dtype=np.float64).reshape(-1, 4)
                        for objs in truth]
         num_truth = int(sum(b.shape[0] for b in truth_boxes))
-        dets = [(conf, image, box) for image, items in enumerate(found) for name, conf, box in items if name == label]
-        dets.sort(key=lambda d: -d[0])
+        dets = of_class(found, label)
         tp = _true_positives(dets, truth_boxes, iou_threshold)
-        confs = np.asarray([d[0] for d in dets])
-        n_op = int(np.sum(confs >= own.get(label, operating_confidence)))
-        hits = float(tp[:n_op].sum())
+        threshold = own.get(label, operating_confidence)
+        reported = [d for d in (dets if operating is None else of_class(operating, label)) if d[0] >= threshold]
+        n_op = len(reported)
+        hits = float(_true_positives(reported, truth_boxes, iou_threshold).sum())
         precision = hits / n_op if n_op else float("nan")
         recall = hits / num_truth if num_truth else float("nan")
         results.append(ClassResult(label, num_truth, average_precision(tp, num_truth), precision, recall, n_op,
@@ -206,7 +214,10 @@ def evaluate(
     config = model_config(name, path, labels, EVAL_CONFIDENCE, EVAL_MAX_DETECTIONS)
     engine = load_engine(config, threads=threads)
     parser = make_parser("yolov8", list(labels), EVAL_CONFIDENCE, NMS_IOU, EVAL_MAX_DETECTIONS, name)
+    at_operating = make_parser("yolov8", list(labels), operating_confidence, NMS_IOU, EVAL_MAX_DETECTIONS, name,
+                               class_confidence)
     found: list[Found] = []
+    reported: list[Found] = []
     truth: list[Truth] = []
     pending: list[np.ndarray] = []
     boxes: list[Letterbox] = []
@@ -219,8 +230,11 @@ def evaluate(
         tensor = to_input_tensor(np.stack(pending))
         if sample is None or sample.shape[0] < 4:
             sample = tensor[:4] if sample is None else np.concatenate([sample, tensor])[:4]
-        for dets in parser.parse(engine.infer(tensor), boxes):
+        outputs = engine.infer(tensor)
+        for dets in parser.parse(outputs, boxes):
             found.append([(d.label, float(d.confidence), d.box) for d in dets])
+        for dets in at_operating.parse(outputs, boxes):
+            reported.append([(d.label, float(d.confidence), d.box) for d in dets])
         pending.clear()
         boxes.clear()
 
@@ -235,7 +249,8 @@ def evaluate(
         if len(pending) >= batch:
             flush()
     flush()
-    scores = score_detections(found, truth, labels, operating_confidence, class_confidence=class_confidence)
+    scores = score_detections(found, truth, labels, operating_confidence, class_confidence=class_confidence,
+                              operating=reported)
     latency: dict[int, float] = {}
     if sample is not None and latency_runs > 0:
         for n in (1, 4):
