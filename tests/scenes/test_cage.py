@@ -221,3 +221,19 @@ def test_a_running_animal_goes_round_another_instead_of_standing_pressed_against
             still += float(np.hypot(*(path[i + FPS] - path[i]))) < 20.0  # px in one second
     assert windows > 20
     assert still <= 0.1 * windows
+
+
+def test_a_hyperactive_mouse_runs_from_the_start_of_its_bout() -> None:
+    """The timeline dates a bout from the frame its mouse switches to running; the mouse used to keep
+    its walking pace until its next change of pace (up to 2 s), so the truth began before the running
+    did. Now it takes a runner's pace at once: over its bout's first 0.4 s most runners cover 40 px
+    (one at 185 px/s from a walk covers ~45 px; a walker ~20). Some start boxed in by others."""
+    covered = []
+    for seed in range(9600, 9620):
+        timeline = scene(seed, duration_s=40.0).timeline()
+        for event in (e for e in timeline if e.kind == "animal.hyperactive"):
+            first = round(event.start_s * FPS)
+            path = centres(seed, event.track_id, range(first, first + 7), duration_s=40.0)
+            covered.append(float(np.hypot(*(path[-1] - path[0]))))
+    assert len(covered) >= 15
+    assert sum(c >= 40.0 for c in covered) >= 0.75 * len(covered), sorted(round(c) for c in covered)

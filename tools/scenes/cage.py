@@ -51,6 +51,7 @@ _PATIENCE = 8  # frames a walker keeps running into another animal before it tur
 # Pose fields, one float each per frame and animal.
 _CX, _CY, _TH, _A, _B, _HD, _HTH, _HA, _HB, _ER, _EL, _EB = range(12)
 _NPOSE = 12
+_WALK_SPEED, _HYPER_SPEED = 48.0, 185.0  # px/s: the middle of the target speeds each gait draws
 
 # Body shapes, in units of the animal's scale: body semi-axes a (along) and b (across),
 # head-centre distance hd ahead of the body centre, head semi-axes ha/hb, ear radius er,
@@ -300,6 +301,9 @@ class CageScene:
             }
             animal.state, animal.left = "moving", 1
         else:
+            if (state == "hyperactive") != (animal.state == "hyperactive"):
+                # a new gait takes its typical speed at once, not at the old gait's next change of pace
+                animal.vt = _HYPER_SPEED if state == "hyperactive" else _WALK_SPEED
             animal.state, animal.left = state, frames
 
     def _step(self, rng: np.random.Generator, animal: _Animal) -> str:
