@@ -37,6 +37,17 @@ def appliance_config(folder: Path, model: Path, sources: list[dict[str, Any]], *
 
 
 PATTERN = {"id": "pattern", "uri": "test://ball?width=320&height=240&fps=10", "analyze_fps": 5}
+# the same camera with the use-case metrics of a line: the ball is a part counted where it crosses the
+# middle, and an object in the left half's zone
+COUNTED = "appliance_parts_inspected_total", "appliance_line_crossings_total", "appliance_zone_objects"
+PATTERN_WITH_RULES = {
+    **PATTERN, "use_cases": ["defects"],
+    "lines": [{"id": "middle", "points": [[0.5, 0.0], [0.5, 1.0]]}],
+    "zones": [{"id": "left", "polygon": [[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]]}],
+    "rules": {"defects": {"inspection_line": "middle", "part_labels": ["bright_object"],
+                          "drift": {"window_parts": 5, "min_parts": 1, "limit": 0.5}},
+              "presence": {"zones": ["left"], "lines": ["middle"]}},
+}
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
@@ -61,10 +72,11 @@ class Running:
 
 @pytest.fixture(scope="session")
 def running_appliance(tmp_path_factory: pytest.TempPathFactory, blob_model: Path) -> Iterator[Running]:
-    """``pattern`` runs; ``dead`` points at a closed loopback port and keeps reconnecting."""
+    """``pattern`` runs, with the use-case metrics of a line; ``dead`` points at a closed loopback port
+    and keeps reconnecting."""
     folder = tmp_path_factory.mktemp("ops-appliance")
     dead = {"id": "dead", "uri": f"rtsp://127.0.0.1:{free_port()}/cam", "reconnect": DEAD_RECONNECT}
-    app = Appliance(appliance_config(folder, blob_model, [PATTERN, dead]))
+    app = Appliance(appliance_config(folder, blob_model, [PATTERN_WITH_RULES, dead]))
     app.start()
     running = Running(app, app.metrics_port or 0)
     try:
@@ -72,6 +84,8 @@ def running_appliance(tmp_path_factory: pytest.TempPathFactory, blob_model: Path
             lambda: (metric(scrape(running.port), "appliance_stream_frames_analyzed_total", stream="pattern") or 0)
             >= 3, timeout=20)
         assert analyzed, "the test pattern was not analyzed"
+        counted = wait_until(lambda: {name for name, _ in scrape(running.port)} >= set(COUNTED), timeout=30)
+        assert counted, "the ball was never counted at the middle line"
         yield running
     finally:
         app.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.ops.conftest import Running, wait_until
+from tests.ops.conftest import COUNTED, Running, wait_until
 from tests.support import REPO, free_port, scrape
 
 RULES = REPO / "monitoring" / "prometheus" / "alerts.yml"
@@ -106,6 +106,7 @@ def served_names(port: int) -> set[str]:
 
 def test_every_dashboard_expression_evaluates_and_panels_of_served_series_have_data(prometheus, running_appliance):
     served = served_names(running_appliance.port)
+    assert set(COUNTED) <= served  # the use-case panels of parts, zones and lines are checked too
     queries = dashboard_queries()
     assert len(queries) >= 30
     empty, checked = [], 0
