@@ -153,8 +153,9 @@ def score_detections(found: Sequence[Found], truth: Sequence[Truth], labels: Seq
     detections and truth. ``operating``: what the appliance reports at those thresholds, per image,
     where that is not simply the part of ``found`` above them."""
     own = dict(class_confidence or {})
-    if len(found) != len(truth) or (operating is not None and len(operating) != len(truth)):
-        raise ValueError(f"{len(found)} detection lists for {len(truth)} images")
+    for lists in (found, operating if operating is not None else found):
+        if len(lists) != len(truth):
+            raise ValueError(f"{len(lists)} detection lists for {len(truth)} images")
 
     def of_class(lists: Sequence[Found], label: str) -> list[tuple[float, int, Sequence[float]]]:
         dets = [(conf, image, box) for image, items in enumerate(lists) for name, conf, box in items if name == label]
