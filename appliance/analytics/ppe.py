@@ -280,6 +280,7 @@ class PpeRules:
         self._jumped: set[int] = set()  # person ids that jumped in this frame (passed to someone else)
         self._table = _ItemTable(len(items))
         self._identity: dict[int, int] = {}  # track id -> person id
+        self._spare_ids = itertools.count(-1, -1)  # person ids no track id can be
         self._last_t: float | None = None
         self._previous_t: float | None = None  # the stream's previous analyzed frame
         self._first_frame = True
@@ -418,6 +419,7 @@ class PpeRules:
         continues the nearest person lost less than ``stitch_gap_s`` ago within ``stitch_radius``."""
         s = self.settings
         ids: list[int | None] = [self._identity.get(track.track_id) for track in persons]
+        self._split_shared(persons, ids)
         taken = {i for i in ids if i is not None}
         self._jumped.clear()
         for p, person_id in enumerate(ids):
@@ -432,7 +434,10 @@ class PpeRules:
                 continue
             x1, y1, x2, y2 = boxes[p]
             reach = s.stitch_radius * max(y2 - y1, 1.0)
-            best, best_d = track.track_id, reach
+            # the track's own id, unless someone it was split from holds it already
+            best = track.track_id if track.track_id not in self._people and track.track_id not in taken \
+                else next(self._spare_ids)
+            best_d = reach
             for person_id, person in self._people.items():
                 if person_id in taken or person.box is None or not 0 < t - person.last_t <= s.stitch_gap_s:
                     continue
@@ -443,6 +448,25 @@ class PpeRules:
             ids[p] = self._identity[track.track_id] = best
             taken.add(best)
         return ids  # type: ignore[return-value]
+
+    def _split_shared(self, persons: list[Track], ids: list[int | None]) -> None:
+        """Two tracks in one frame that continue one person (a track stitched to someone whose own track
+        came back): the person stays with the track nearest where they were last seen; the other is
+        someone else, identified afresh."""
+        claims: dict[int, list[int]] = {}
+        for p, person_id in enumerate(ids):
+            if person_id is not None:
+                claims.setdefault(person_id, []).append(p)
+        for person_id, rows in claims.items():
+            if len(rows) < 2:
+                continue
+            person = self._people.get(person_id)
+            last = person.box if person is not None and person.box is not None else persons[rows[0]].box
+            keep = min(rows, key=lambda p: self._walked(last, persons[p].box, 0.0))
+            for p in rows:
+                if p != keep:
+                    ids[p] = None
+                    del self._identity[persons[p].track_id]
 
     def _walked(self, before: Box, box: Box, dt: float) -> float:
         """How far a person would have walked from ``before`` to ``box`` in ``dt`` seconds, as a share of

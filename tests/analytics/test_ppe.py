@@ -477,8 +477,8 @@ def test_perfect_detections_of_a_clean_room_give_the_scene_timeline(seed: int, p
 class BackendRun(Run):
     """A run on tracks the backend gives (nvtracker's ids under DeepStream), so a test can swap them."""
 
-    def __init__(self, settings: PpeSettings | None = None) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: PpeSettings | None = None, zones: Sequence[ZoneSpec] = ()) -> None:
+        super().__init__(settings, zones)
         self.analytics.tracker = None
 
 
@@ -501,6 +501,27 @@ def test_a_missing_item_situation_stays_with_the_person_when_track_ids_change_ha
     assert sorted((e.phase, tuple(e.attributes["items"]), e.attributes["box"][0]) for e in events) == [
         ("end", ("gloves",), 700), ("end", ("mask",), 300), ("start", ("gloves",), 700), ("start", ("mask",), 300)]
     assert all(e.attributes["stream_time_s"] == 0.0 for e in events)
+
+
+def test_two_tracks_that_continue_one_person_do_not_flood_violations():
+    """A walks into the clean zone unwashed (track 1: one violation), is hidden for a second and comes
+    back as track 2 (stitched: the same person). Then the tracker puts id 1 on B, who waits outside the
+    clean zone. Tracks 1 and 2 both continue person 1: B is someone else, and A's one entry stays one
+    violation, not one per frame."""
+    a = walk([(0, 600, 550), (3, 1000, 550), (10, 1000, 550)])
+    b = walk([(0, 640, 560), (10, 640, 560)])
+
+    def at(i: int) -> FrameResult:
+        t = i / FPS
+        if t < 4:
+            return tracked(i, [(1, a(t))])
+        if t < 5:
+            return tracked(i, [])
+        return tracked(i, [(2, a(t))] if t < 5.6 else [(1, b(t)), (2, a(t))])
+
+    run = BackendRun(HYGIENE, HYGIENE_ZONES).feed(at(i) for i in range(50)).close()
+    violations = run.of("hygiene.sequence_violation")
+    assert start_end(violations) == [("start", pytest.approx(1.6), pytest.approx(1.6))]  # feet at x=800
 
 
 def test_a_glimpse_of_a_missing_item_does_not_split_the_event():
