@@ -183,6 +183,7 @@ def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path,
         source["zones"] = [{"id": name, "polygon": [list(p) for p in poly], "normalized": False}
                            for name, poly in scene.zones.items()]  # type: ignore[attr-defined]
         source["rules"]["ppe"] = {"wash_zone": "wash", "clean_zone": "clean"}
+        source["rules"]["tracker"] = {"appearance_labels": ["person"]}
         # who stands in the clean zone, for how long (not scored here: the end-to-end test checks the stays)
         source["rules"]["presence"] = {"labels": ["person"], "zones": ["clean"]}
     elif case.name == "cage":

@@ -34,6 +34,8 @@ def tracker_for(source: SourceConfig) -> Tracker:
         max_lost_frames=max(1, round(t.max_lost_s * source.analyze_fps)),
         frame_steps=max(1.0, MOTION_REFERENCE_FPS / source.analyze_fps),
         label_groups=tuple(tuple(g) for g in t.label_groups),
+        appearance_labels=tuple(t.appearance_labels),
+        appearance_weight=t.appearance_weight,
     ))
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from appliance.analytics.base import Finding, FrameView, Rules
 from appliance.analytics.geometry import Line, Zone
 from appliance.events.factory import EventFactory
 from appliance.events.snapshots import SnapshotStore, SourceImage
+from appliance.tracking import appearance
 from appliance.tracking.tracker import Tracker
 from appliance.types import Event, FrameResult
 
@@ -66,12 +69,27 @@ class StreamAnalytics:
         self._last_wall = result.wall_time
         if self._size != (result.width, result.height):
             self._layout(result.width, result.height)
-        if self.tracker is not None:  # None: the backend tracked them (nvtracker on DeepStream)
-            result.tracks = self.tracker.update(result.detections)
         view = FrameView(result, t, self._zones, self._lines, image)
+        if self.tracker is not None:  # None: the backend tracked them (nvtracker on DeepStream)
+            result.tracks = self.tracker.update(result.detections, self._looks(view))
         for rules in self.rules:
             emitted.extend(self._publish(rules.observe(view), t, result.wall_time, image))
         return emitted
+
+    def _looks(self, view: FrameView) -> np.ndarray | None:
+        """What the detections of the tracker's ``appearance_labels`` look like (NaN rows for the
+        others); None where there are none, or no pixels."""
+        labels = self.tracker.settings.appearance_labels if self.tracker is not None else ()
+        if not labels or view.image is None:
+            return None
+        detections = view.result.detections
+        rows = [k for k, d in enumerate(detections) if d.label in labels]
+        rgb = view.rgb() if rows else None
+        if rgb is None:
+            return None
+        looks = np.full((len(detections), appearance.SIZE), np.nan)
+        looks[rows] = appearance.describe(rgb, np.array([detections[k].box for k in rows]))
+        return looks
 
     def close(self) -> list[Event]:
         emitted: list[Event] = []

@@ -159,6 +159,11 @@ class TrackerConfig(Strict):
     low_match_iou: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     max_lost_s: Annotated[float, Field(gt=0.0, le=600.0)] = 2.0
     label_groups: list[list[str]] = []
+    # The labels whose tracks also go by what the objects look like (the colours of their boxes' bands:
+    # people in different clothes who cross), and how much that counts against position. Costs an RGB
+    # copy of each frame where such a label is detected (the portable backend; nvtracker has its own).
+    appearance_labels: list[str] = []
+    appearance_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
 
 
 class RulesConfig(Strict):

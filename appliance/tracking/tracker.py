@@ -10,6 +10,13 @@ knows its velocity.
 
 Labels that may change on one object (a rodent that rears) are grouped so that
 the track survives the change; the track's label is its latest detection's.
+
+Where the caller says what detections look like (``looks``: see
+``appliance.tracking.appearance``), each track keeps a running average of its
+detections' looks, and a match loses ``appearance_weight`` times how different the two
+look (never below a bare match): where two people's boxes fit one track about as well,
+the one dressed like it wins. A detection that is the only fit still matches, so
+light, pose and a neighbour's arm in the box cannot break a track.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from appliance.tracking import kalman
+from appliance.tracking import appearance, kalman
 from appliance.types import Detection, Track
+
+_BARE_MATCH = 1e-3  # the least score of a pair that fits by position, however different they look
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,9 @@ class TrackerSettings:
     max_lost_frames: int = 30  # a lost track is kept this many analyzed frames
     frame_steps: float = 1.0  # the interval between analyzed frames, in frames of a 30 fps stream
     label_groups: tuple[tuple[str, ...], ...] = ()
+    appearance_labels: tuple[str, ...] = ()  # the labels whose looks the caller describes
+    appearance_weight: float = 2.0  # score lost per unit of looks' distance (0..1), where looks are given
+    appearance_rate: float = 0.3  # how far a track's looks move towards each matched detection's
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -94,6 +106,7 @@ class Tracker:
         self._confidences = np.zeros(0)
         self._ages = np.zeros(0, dtype=np.int64)
         self._lost = np.zeros(0, dtype=np.int64)  # frames since last matched
+        self._looks: np.ndarray | None = None  # [T, F] each track's looks (NaN rows: unknown), once given
 
     def _group(self, label: str) -> int:
         code = self._group_codes.get(label)
@@ -102,9 +115,13 @@ class Tracker:
             self._mixed = len(set(self._group_codes.values())) > 1
         return code
 
-    def update(self, detections: Sequence[Detection]) -> list[Track]:
-        """Advances one analyzed frame; returns the tracks matched in it."""
+    def update(self, detections: Sequence[Detection], looks: np.ndarray | None = None) -> list[Track]:
+        """Advances one analyzed frame; returns the tracks matched in it. ``looks``: [detections, F]
+        what each detection looks like (NaN rows: unknown), or None."""
         s = self.settings
+        if looks is not None and self._looks is None:
+            self._looks = np.full((len(self._ids), looks.shape[1]), np.nan)
+        compare = looks is not None and s.appearance_weight > 0
         count = len(self._ids)
         if count:
             self._mean, self._cov = kalman.predict(self._mean, self._cov, self.settings.frame_steps)
@@ -126,6 +143,10 @@ class Tracker:
                                  iou_needed, reach)
             if self._mixed:
                 score[self._groups[track_idx][:, None] != groups[det_idx][None, :]] = 0
+            if compare:
+                apart = appearance.distances(self._looks[track_idx], looks[det_idx])  # type: ignore[index]
+                known = (score > 0) & ~np.isnan(apart)
+                score[known] = np.maximum(score[known] - s.appearance_weight * apart[known], _BARE_MATCH)
             rows, cols = linear_sum_assignment(-score)
             ok = score[rows, cols] > 0
             matched_det[track_idx[rows[ok]]] = det_idx[cols[ok]]
@@ -151,6 +172,8 @@ class Tracker:
                     self._mean.take(t_idx, axis=1), self._cov.take(t_idx, axis=2), measured)
             self._confidences[t_idx] = scores[d_idx]
             self._groups[t_idx] = groups[d_idx]
+            if looks is not None:
+                self._remember_looks(t_idx, looks[d_idx])
             for t, d in zip(t_idx.tolist(), d_idx.tolist()):
                 self._labels[t] = labels[d]
         self._lost = np.where(hit, 0, self._lost + 1)
@@ -173,6 +196,9 @@ class Tracker:
             self._confidences = np.concatenate([self._confidences, scores[new]])
             self._ages = np.concatenate([self._ages, np.zeros(len(new), dtype=np.int64)])
             self._lost = np.concatenate([self._lost, np.zeros(len(new), dtype=np.int64)])
+            if self._looks is not None:
+                born = looks[new] if looks is not None else np.full((len(new), self._looks.shape[1]), np.nan)
+                self._looks = np.concatenate([self._looks, born])
             hit = np.concatenate([hit, np.ones(len(new), dtype=bool)])
 
         shown = hit.nonzero()[0]
@@ -184,8 +210,17 @@ class Tracker:
         labels = [self._labels[t] for t in shown.tolist()]
         return list(map(Track, ids, labels, confidences, map(tuple, out_boxes), ages, map(tuple, found)))
 
+    def _remember_looks(self, tracks: np.ndarray, seen: np.ndarray) -> None:
+        """Moves the tracks' looks towards what their detections looked like (unknown looks: taken as
+        they are; a detection of unknown looks changes nothing)."""
+        old = self._looks[tracks]  # type: ignore[index]
+        moved = old + self.settings.appearance_rate * (seen - old)
+        self._looks[tracks] = np.where(np.isnan(old), seen, np.where(np.isnan(seen), old, moved))  # type: ignore[index]
+
     def _select(self, keep: np.ndarray) -> None:
         self._mean, self._cov = self._mean[:, keep], self._cov[:, :, keep]
         self._ids, self._groups = self._ids[keep], self._groups[keep]
         self._confidences, self._ages, self._lost = self._confidences[keep], self._ages[keep], self._lost[keep]
+        if self._looks is not None:
+            self._looks = self._looks[keep]
         self._labels = [label for label, k in zip(self._labels, keep.tolist()) if k]
