@@ -144,6 +144,7 @@ class _Person:
     in_clean: bool | None = None  # None: not seen yet
     situation: Hashable | None = None  # the missing-item situation the person showed in their previous frame
     kept: Hashable | None = None  # a reported situation kept open while something else is missing for now
+    paused: Hashable | None = None  # the situation the person showed before they seemed to lack nothing
     improper: Hashable | None = None  # the improper-wearing situation the person showed last
     renewed: float = -math.inf  # when the person was first seen, or their track id passed to them
 
@@ -641,7 +642,7 @@ class PpeRules:
                 claims.append((-1.0, k, own))  # the usual case: the person goes on showing their own
                 continue
             for key, episode in by_items.get(lack.names, ()):
-                if key == lack.person.kept:
+                if key == lack.person.kept or key == lack.person.paused:
                     claims.append((-1.0, k, key))
                 elif (d := self._walked(episode.payload["box"], persons[lack.row].box, t - episode.last_seen)) <= 1.0:
                     claims.append((d, k, key))
@@ -660,8 +661,12 @@ class PpeRules:
         for k, lack in enumerate(lacking):
             person = lack.person
             if not lack.names:
+                # a neighbour's glove that fits for a while: lacking the same again, while their situation
+                # is still open, continues it, wherever they walked meanwhile
+                person.paused = person.situation or person.paused
                 person.situation = person.kept = None
                 continue
+            person.paused = None
             key = shows.get(k)
             if key is None:
                 key = ("situation", next(self._situation_ids))

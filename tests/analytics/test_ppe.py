@@ -533,6 +533,18 @@ def test_a_glimpse_of_a_missing_item_does_not_split_the_event():
     assert start_end(run.of("ppe.missing_item")) == [("start", 0.0, None), ("end", 0.0, 9.8)]
 
 
+def test_gloves_that_seem_worn_for_a_while_on_a_walker_do_not_split_the_event():
+    """No gloves all along; walking fast, a person passes someone whose gloves fit their hands for 2.4 s
+    (they seem to wear gloves, lacking nothing) and walks on without: one situation, though the person
+    is by then farther from where it was last shown than anyone continues a situation by place."""
+    def scene(t: float) -> list[Detection]:
+        return person(50 + 130 * t, 300, drop=() if 3.0 <= t < 5.4 else ("gloves",), scale=0.5)
+
+    run = Run().feed(scripted(10, scene)).close()
+    assert [(e.phase, e.attributes["items"]) for e in run.of("ppe.missing_item")] == [
+        ("start", ["gloves"]), ("end", ["gloves"])], start_end(run.events)
+
+
 def test_something_else_missing_for_less_than_the_grace_keeps_the_situation():
     # no mask all along; the gloves are missed for 1.6 s: the situation stays "mask", one event
     def scene(t: float) -> list[Detection]:
