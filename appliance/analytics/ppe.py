@@ -142,6 +142,7 @@ class _Person:
     wash_run: float = 0.0  # the current continuous stay in the wash zone
     wash_best: float = 0.0  # the longest stay since the start or since leaving the clean zone
     in_clean: bool | None = None  # None: not seen yet
+    entered: tuple[float, float] | None = None  # when the person last walked into the clean zone, and their wash
     situation: Hashable | None = None  # the missing-item situation the person showed in their previous frame
     kept: Hashable | None = None  # a reported situation kept open while something else is missing for now
     paused: Hashable | None = None  # the situation the person showed before they seemed to lack nothing
@@ -511,7 +512,7 @@ class PpeRules:
                                   self._hidden(boxes), t, np.array([person.last_t for person in them]),
                                   s.item_memory_s)
         if not self._first_frame:
-            self._emerged(them, boxes)
+            self._emerged(them, boxes, t)
         for p, track in enumerate(persons):
             tid, person, held = people[p], them[p], worn[p]
             # Requirements by the zones the feet stand in.
@@ -540,10 +541,11 @@ class PpeRules:
         findings += self._observe_improper(t, persons, them, people, wrong)
         return findings
 
-    def _emerged(self, them: list[_Person], boxes: np.ndarray) -> None:
+    def _emerged(self, them: list[_Person], boxes: np.ndarray, t: float) -> None:
         """Someone seen for the first time with ``emerged_overlap`` of their box inside where another
         person was last seen stood behind or beside them, unseen (a group at the basin that splits up):
-        they come with that person's wash and side of the clean zone's door."""
+        they come with that person's wash and side of the clean zone's door; if that person walked into
+        the clean zone less than ``stitch_gap_s`` ago, they walked in with them."""
         share = self.settings.emerged_overlap
         if share is None:
             return
@@ -562,6 +564,8 @@ class PpeRules:
                     best, host = cover, other
             if host is not None:
                 person.wash_run, person.wash_best, person.in_clean = host.wash_run, host.wash_best, host.in_clean
+                if host.in_clean and host.entered is not None and t - host.entered[0] <= self.settings.stitch_gap_s:
+                    person.in_clean, person.wash_best = False, host.entered[1]
 
     def _hidden(self, boxes: np.ndarray) -> np.ndarray:
         """[P, items] whose place on each person the people nearer the camera (their feet lower in the
@@ -778,6 +782,8 @@ class PpeRules:
         else:
             person.wash_run = 0.0
         findings = []
+        if in_clean and person.in_clean is False:
+            person.entered = (t, person.wash_best)
         if in_clean and person.in_clean is False and person.wash_best < s.min_wash_s - TIME_SLACK:
             findings.append(Finding(
                 "hygiene.sequence_violation", "start", t, ended=t, track_id=track.track_id, severity="warning",

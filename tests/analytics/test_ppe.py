@@ -366,6 +366,25 @@ def test_walking_into_the_clean_zone_from_outside_the_view_is_an_entry():
     assert Run(HYGIENE, zones).feed(scripted(3, at_edge)).close().events == []
 
 
+def test_someone_who_emerges_from_behind_a_person_who_just_walked_in_walked_in_too():
+    """Two walk in over the right edge one behind the other (one box), straight into the clean zone,
+    unwashed (the first is seen at 0.4 s); the second is told apart 1.2 s later: two violations. One
+    told apart from someone who has been inside for longer than the stitch gap did not just walk in."""
+    zones = [("wash", [(100, 400), (400, 400), (400, 700), (100, 700)], False),
+             ("clean", [(900, 400), (1280, 400), (1280, 700), (900, 700)], False)]
+    first = walk([(0, 1290, 550), (3, 1050, 550), (8, 1050, 550)])
+    second = walk([(0, 1300, 540), (3, 1070, 540), (8, 1070, 540)])
+
+    def group(seen: float) -> Callable[[float], list[Detection]]:
+        return lambda t: (first(t) + (second(t) if t >= seen else [])) if t >= 0.4 else []
+
+    run = Run(HYGIENE, zones).feed(scripted(8, group(1.6))).close()
+    assert [e.kind for e in run.events] == ["hygiene.sequence_violation"] * 2
+    assert [e.attributes["stream_time_s"] for e in run.events] == [pytest.approx(0.4), pytest.approx(1.6)]
+    run = Run(HYGIENE, zones).feed(scripted(8, group(4.0))).close()
+    assert [e.attributes["stream_time_s"] for e in run.events] == [pytest.approx(0.4)]
+
+
 def test_flickering_fire_is_one_critical_event():
     fire = Detection("fire", 0.7, (100, 100, 260, 300))
 
