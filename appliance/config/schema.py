@@ -161,7 +161,7 @@ class TrackerConfig(Strict):
     label_groups: list[list[str]] = []
     # The labels whose tracks also go by what the objects look like (the colours of their boxes' bands:
     # people in different clothes who cross), and how much that counts against position. Costs an RGB
-    # copy of each frame where such a label is detected (the portable backend; nvtracker has its own).
+    # copy of each frame where such a label is detected. The portable tracker's only: nvtracker ignores it.
     appearance_labels: list[str] = []
     appearance_weight: Annotated[float, Field(ge=0.0, le=10.0)] = 2.0
 
