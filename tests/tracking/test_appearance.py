@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from appliance.analytics.assembly import tracker_for
 from appliance.analytics.stream import StreamAnalytics
 from appliance.clock import ManualClock
+from appliance.config.schema import ApplianceConfig
 from appliance.events.factory import EventFactory
 from appliance.tracking import appearance
 from appliance.tracking.tracker import Tracker, TrackerSettings
@@ -128,3 +131,15 @@ def test_stream_analytics_describe_the_appearance_labels_from_the_frame(labels: 
             seen[clothes].add(track.track_id)
     assert (not seen[RED_BLUE] & seen[GREEN_YELLOW]) == separated, seen
     assert conversions == (20 if labels and with_image else 0)
+
+
+def test_a_source_s_tracker_config_turns_looks_on():
+    def source(tracker: dict) -> dict:
+        return {"sources": [{"id": "cam", "uri": "test://ball", "rules": {"tracker": tracker}}]}
+
+    config = ApplianceConfig.model_validate(source({"appearance_labels": ["person"], "appearance_weight": 1.5}))
+    settings = tracker_for(config.sources[0]).settings
+    assert settings.appearance_labels == ("person",) and settings.appearance_weight == 1.5
+    assert tracker_for(ApplianceConfig.model_validate(source({})).sources[0]).settings.appearance_labels == ()
+    with pytest.raises(ValidationError, match="appearance_weight"):
+        ApplianceConfig.model_validate(source({"appearance_weight": -1}))
