@@ -385,7 +385,7 @@ def run_analytics(objects: int = 30, frames: int = 600, repeats: int = 5) -> dic
         print(f"analytics {use_case:9} {objects} tracked objects: {min(whole) * 1000:.3f} ms per frame, best of "
               f"{repeats} runs (median {float(np.median(whole)) * 1000:.3f}; tracking {min(tracking) * 1000:.3f} ms, "
               f"median {float(np.median(tracking)) * 1000:.3f}; {len(events)} events)")
-    figures["frame_to_rgb"] = _rgb_conversion_ms()
+    figures["frame_to_rgb"] = _rgb_conversion_ms(repeats)
     print(f"analytics looks: a 1920x1080 I420 frame to RGB (where looks are described) "
           f"{figures['frame_to_rgb']:.3f} ms, best of {repeats} x 20")
     return figures
