@@ -1,4 +1,4 @@
-"""Helpers for tests: free ports, metrics scraping, a real RTSP camera process."""
+"""Helpers for tests: free ports, metrics scraping, a real RTSP camera process, a frame's pixels."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.loopback import free_port, wait_for_port  # noqa: F401 (the tests import both from here)
@@ -53,3 +54,15 @@ class RtspCamera:
             self._process.kill()
             self._process.wait()
             self._process = None
+
+
+class Picture:
+    """A frame's pixels as the analytics get them (``rgb()``), counting the conversions asked for."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.pixels = rgb
+        self.conversions = 0
+
+    def rgb(self) -> np.ndarray:
+        self.conversions += 1
+        return self.pixels

@@ -29,6 +29,7 @@ from appliance.inference.engine import TensorSpec
 from appliance.metrics import ApplianceMetrics
 from appliance.tracking.tracker import Tracker
 from appliance.types import Detection, Event, FrameResult
+from tests.support import Picture
 
 W, H = 640, 360
 GREY = np.array([90, 90, 90], dtype=np.uint8)
@@ -53,15 +54,6 @@ class RednessEngine:
     def close(self) -> None:
         pass
 
-
-class Picture:
-    def __init__(self, rgb: np.ndarray) -> None:
-        self.pixels = rgb
-        self.conversions = 0
-
-    def rgb(self) -> np.ndarray:
-        self.conversions += 1
-        return self.pixels
 
 
 def frame_with_parts(parts: list[tuple[float, float, bool]], size: int = 50) -> np.ndarray:

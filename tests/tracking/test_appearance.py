@@ -14,6 +14,7 @@ from appliance.events.factory import EventFactory
 from appliance.tracking import appearance
 from appliance.tracking.tracker import Tracker, TrackerSettings
 from appliance.types import Detection, FrameResult
+from tests.support import Picture
 
 W, H = 640, 360
 GREY = (90, 90, 90)
@@ -99,15 +100,6 @@ def test_a_lone_detection_that_looks_different_still_continues_its_track():
     assert track.track_id == first[0].track_id
 
 
-class Picture:
-    def __init__(self, rgb: np.ndarray) -> None:
-        self.pixels = rgb
-        self.converted = 0
-
-    def rgb(self) -> np.ndarray:
-        self.converted += 1
-        return self.pixels
-
 
 @pytest.mark.parametrize(("labels", "with_image", "separated"), [
     (("person",), True, True), (("person",), False, False), ((), True, False)])
@@ -125,7 +117,7 @@ def test_stream_analytics_describe_the_appearance_labels_from_the_frame(labels: 
         picture = Picture(rgb) if with_image else None
         result = FrameResult("cam", frame, frame * 200_000_000, 0.0, W, H, detections)
         analytics.process(result, picture)  # type: ignore[arg-type]
-        conversions += picture.converted if picture is not None else 0
+        conversions += picture.conversions if picture is not None else 0
         for track in result.tracks if frame != 10 else ():
             clothes = min(people, key=lambda p: abs(p[0] - track.seen_box[0]))[1]
             seen[clothes].add(track.track_id)
