@@ -149,6 +149,11 @@ class _Person:
     improper: Hashable | None = None  # the improper-wearing situation the person showed last
     renewed: float = -math.inf  # when the person was first seen, or their track id passed to them
 
+    def last_situation(self) -> Hashable | None:
+        """The missing-item situation the person went on with last: a reported one kept open while
+        something else seemed missing, else the one shown, else the one paused while nothing seemed missing."""
+        return next((s for s in (self.kept, self.situation, self.paused) if s is not None), None)
+
 
 @dataclass
 class _Lacking:
@@ -667,9 +672,10 @@ class PpeRules:
             if not lack.names:
                 # a neighbour's glove that fits for a while: lacking the same again, while their situation
                 # is still open, continues it, wherever they walked meanwhile
-                person.paused = person.situation or person.paused
+                person.paused = person.last_situation()
                 person.situation = person.kept = None
                 continue
+            before = person.last_situation()
             person.paused = None
             key = shows.get(k)
             if key is None:
@@ -689,7 +695,7 @@ class PpeRules:
                 # a new situation neither starts nor lapses while so
                 del active[key]
                 waiting.append(key)
-            kept = person.kept if person.kept is not None else person.situation
+            kept = before
             if kept is not None and kept != key and kept not in claimed and kept in episodes \
                     and episodes[kept].started:
                 claimed.add(kept)

@@ -564,6 +564,19 @@ def test_gloves_that_seem_worn_for_a_while_on_a_walker_do_not_split_the_event():
         ("start", ["gloves"]), ("end", ["gloves"])], start_end(run.events)
 
 
+def test_a_walker_who_seems_to_lack_less_then_nothing_for_a_while_keeps_the_event():
+    """No gloves and no helmet all along; walking fast past others, a person seems to wear a helmet for
+    1 s (lacking gloves only, not yet for the grace), then everything for 1 s, then lacks both again:
+    the situation reported first goes on, though the person is far from where it was last shown."""
+    def scene(t: float) -> list[Detection]:
+        drop = ("gloves",) if 3.0 <= t < 4.0 else () if 4.0 <= t < 5.0 else ("gloves", "helmet")
+        return person(50 + 130 * t, 300, drop=drop, scale=0.5)
+
+    run = Run().feed(scripted(10, scene)).close()
+    assert [(e.phase, e.attributes["items"]) for e in run.of("ppe.missing_item")] == [
+        ("start", ["gloves", "helmet"]), ("end", ["gloves", "helmet"])], start_end(run.events)
+
+
 def test_something_else_missing_for_less_than_the_grace_keeps_the_situation():
     # no mask all along; the gloves are missed for 1.6 s: the situation stays "mask", one event
     def scene(t: float) -> list[Detection]:
