@@ -57,12 +57,22 @@ class RtspCamera:
 
 
 class Picture:
-    """A frame's pixels as the analytics get them (``rgb()``), counting the conversions asked for."""
+    """A frame's pixels as the analytics get them, counting the whole-frame conversions (``rgb()``) and
+    the samplings of a few pixels (``sample()``) asked for."""
 
     def __init__(self, rgb: np.ndarray) -> None:
         self.pixels = rgb
         self.conversions = 0
+        self.samplings = 0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
 
     def rgb(self) -> np.ndarray:
         self.conversions += 1
         return self.pixels
+
+    def sample(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        self.samplings += 1
+        return self.pixels[ys, xs]

@@ -33,7 +33,12 @@ class TimingSettings(Strict):
 class Picture(Protocol):
     """A frame at source resolution (``events.snapshots.SourceImage`` in the pipeline)."""
 
+    @property
+    def size(self) -> tuple[int, int]: ...  # width, height
+
     def rgb(self) -> np.ndarray: ...
+
+    def sample(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray: ...  # [..., 3] RGB at (ys, xs)
 
 
 @dataclass
@@ -50,6 +55,12 @@ class FrameView:
         if self._rgb is None and self.image is not None:
             self._rgb = self.image.rgb()
         return self._rgb
+
+    def sample(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """The RGB values of the pixels at (``ys``, ``xs``): from the converted frame where it is, else
+        read from the frame as it came (``image`` must be set)."""
+        assert self.image is not None
+        return self._rgb[ys, xs] if self._rgb is not None else self.image.sample(ys, xs)
 
     @property
     def tracks(self) -> list[Track]:

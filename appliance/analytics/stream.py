@@ -84,11 +84,11 @@ class StreamAnalytics:
             return None
         detections = view.result.detections
         rows = [k for k, d in enumerate(detections) if d.label in labels]
-        rgb = view.rgb() if rows else None
-        if rgb is None:
+        if not rows:
             return None
         looks = np.full((len(detections), appearance.SIZE), np.nan)
-        looks[rows] = appearance.describe(rgb, np.array([detections[k].box for k in rows]))
+        looks[rows] = appearance.describe_sampled(view.sample, view.image.size,
+                                                  np.array([detections[k].box for k in rows]))
         return looks
 
     def close(self) -> list[Event]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.pipeline import planes
 from appliance.pipeline.gst import Gst, GstVideo
 from appliance.types import Box
 
@@ -31,6 +32,18 @@ class SourceImage:
 
     buffer: Gst.Buffer
     caps: Gst.Caps
+
+    @property
+    def size(self) -> tuple[int, int]:
+        structure = self.caps.get_structure(0)
+        return structure.get_value("width"), structure.get_value("height")
+
+    def sample(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """The RGB values of the pixels at rows ``ys`` and columns ``xs`` (index arrays that broadcast,
+        within the frame), read straight from the frame's planes where its format allows (8-bit YUV or
+        RGB in system memory), else from the whole frame converted."""
+        layout = planes.layout_of(self.caps.to_string())
+        return self.rgb()[ys, xs] if layout is None else planes.read_rgb(self.buffer, layout, ys, xs)
 
     def rgb(self) -> np.ndarray:
         sample = Gst.Sample.new(self.buffer, self.caps, None, None)

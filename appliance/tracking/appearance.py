@@ -13,6 +13,8 @@ Hellinger distances: 0 for the same colours, 1 for colours that share nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 LEVELS = 4  # per channel
@@ -34,12 +36,21 @@ def describe(rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     ``[H, W, 3]`` uint8 RGB frame, all at once. A box with a band outside the frame gets a NaN row
     (unknown)."""
     height, width = rgb.shape[:2]
+    return describe_sampled(lambda ys, xs: rgb[ys, xs], (width, height), boxes)
+
+
+def describe_sampled(sample: Callable[[np.ndarray, np.ndarray], np.ndarray], size: tuple[int, int],
+                     boxes: np.ndarray) -> np.ndarray:
+    """Like :func:`describe`, for a frame of ``size`` (width, height) that gives the RGB values of the
+    pixels at the rows and columns of two index arrays that broadcast (``sample``): only the grid's
+    pixels are read."""
+    width, height = size
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     count = len(b)
     ys = np.floor(b[:, 1:2] + (b[:, 3:4] - b[:, 1:2]) * _ROWS).astype(np.intp)  # [N, rows]
     xs = np.floor(b[:, 0:1] + (b[:, 2:3] - b[:, 0:1]) * _COLUMNS).astype(np.intp)  # [N, columns]
     valid = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
-    pixels = rgb[np.clip(ys, 0, height - 1)[:, :, None], np.clip(xs, 0, width - 1)[:, None, :]] >> _SHIFT
+    pixels = sample(np.clip(ys, 0, height - 1)[:, :, None], np.clip(xs, 0, width - 1)[:, None, :]) >> _SHIFT
     codes = (pixels[..., 0].astype(np.intp) * LEVELS + pixels[..., 1]) * LEVELS + pixels[..., 2]
     slots = (np.arange(count)[:, None, None] * len(BANDS) + _BAND_OF_ROW[None, :, None]) * BINS + codes
     counts = np.bincount(slots[valid], minlength=count * SIZE).reshape(count, len(BANDS), BINS)

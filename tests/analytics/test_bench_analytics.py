@@ -12,7 +12,7 @@ def test_analytics_benchmark_times_each_use_case(capsys) -> None:
     assert set(figures) == {*ANALYTICS_SCENES, "frame_to_rgb"}
     assert all(0.0 < ms < 1000.0 for ms in figures.values()), figures
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("analytics ")]
-    assert len(lines) == 6 and "frame to RGB" in lines[-1]
+    assert len(lines) == 6 and "frame to RGB" in lines[-1] and "snapshots" in lines[-1]
     lines = lines[:-1]
     # the scenes are eventful: people without their items, animals running (the rules are exercised)
     events = {line.split()[1]: int(line.rsplit("; ", 1)[1].split()[0]) for line in lines}

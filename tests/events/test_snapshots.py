@@ -6,13 +6,15 @@ import os
 import time
 
 import numpy as np
+import pytest
 
 from appliance.analytics.base import Finding, FrameView
 from appliance.analytics.stream import StreamAnalytics
 from appliance.clock import ManualClock
 from appliance.events.factory import EventFactory
 from appliance.events.snapshots import SnapshotStore, SourceImage, crop_around, draw_box
-from appliance.pipeline.gst import Gst
+from appliance.pipeline import planes
+from appliance.pipeline.gst import Gst, GstVideo
 from appliance.tracking.tracker import Tracker
 from appliance.types import Detection, FrameResult
 
@@ -43,6 +45,51 @@ def test_source_image_converts_to_rgb():
     rgb = i420_frame().rgb()
     assert rgb.shape == (240, 320, 3)
     assert rgb.mean() > 240  # white
+
+
+def patchwork(formats: str, width: int = 320, height: int = 240) -> tuple[np.ndarray, SourceImage]:
+    """A frame of 16-pixel squares of random colours, RGB and converted by GStreamer to ``formats``."""
+    squares = np.random.default_rng(3).integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
+    rgb = np.ascontiguousarray(np.repeat(np.repeat(squares, 16, axis=0), 16, axis=1))
+    caps = Gst.Caps.from_string(f"video/x-raw,format=RGB,width={width},height={height},framerate=5/1")
+    sample = GstVideo.video_convert_sample(Gst.Sample.new(Gst.Buffer.new_wrapped(rgb.tobytes()), caps, None, None),
+                                           Gst.Caps.from_string(f"video/x-raw,format={formats}"), Gst.SECOND)
+    return rgb, SourceImage(sample.get_buffer(), sample.get_caps())
+
+
+@pytest.mark.parametrize("formats", ["I420", "NV12", "YUY2", "Y444", "BGRx"])
+def test_pixels_are_read_from_the_planes_without_converting_the_frame(formats: str, monkeypatch):
+    rgb, image = patchwork(formats)
+    monkeypatch.setattr(SourceImage, "rgb", lambda self: pytest.fail("the whole frame was converted"))
+    ys, xs = (np.arange(15) * 16 + 8)[:, None], (np.arange(20) * 16 + 8)[None, :]  # the squares' centres
+    sampled = image.sample(ys, xs)
+    assert image.size == (320, 240) and sampled.shape == (15, 20, 3)
+    assert np.abs(sampled.astype(int) - rgb[ys, xs]).max() <= 4  # 8-bit Y'CbCr rounding
+
+
+def test_frames_that_cannot_be_read_by_their_planes_are_converted_whole():
+    assert planes.layout_of("video/x-raw(memory:NVMM),format=NV12,width=64,height=48") is None
+    assert planes.layout_of("video/x-raw,format=I420_10LE,width=64,height=48") is None
+    rgb, image = patchwork("I420_10LE")
+    ys, xs = (np.arange(15) * 16 + 8)[:, None], (np.arange(20) * 16 + 8)[None, :]
+    assert np.abs(image.sample(ys, xs).astype(int) - rgb[ys, xs]).max() <= 4
+
+
+def test_pixels_of_a_frame_with_padded_rows_are_read_by_its_video_meta():
+    rgb, image = patchwork("I420")
+    ok, mapped = image.buffer.map(Gst.MapFlags.READ)
+    planes = np.frombuffer(mapped.data, dtype=np.uint8)
+    image.buffer.unmap(mapped)
+    y, u, v = (planes[:76800].reshape(240, 320), planes[76800:96000].reshape(120, 160),
+               planes[96000:].reshape(120, 160))
+    padded = [np.pad(plane, ((0, 0), (0, 64))) for plane in (y, u, v)]  # rows 64 bytes longer, as decoders align
+    data = b"".join(plane.tobytes() for plane in padded)
+    buffer = Gst.Buffer.new_wrapped(data)
+    GstVideo.buffer_add_video_meta_full(buffer, GstVideo.VideoFrameFlags.NONE, GstVideo.VideoFormat.I420, 320, 240, 3,
+                                        [0, 384 * 240, 384 * 240 + 224 * 120, 0], [384, 224, 224, 0])
+    ys, xs = (np.arange(15) * 16 + 8)[:, None], (np.arange(20) * 16 + 8)[None, :]
+    sampled = SourceImage(buffer, image.caps).sample(ys, xs)
+    assert np.abs(sampled.astype(int) - rgb[ys, xs]).max() <= 4
 
 
 def test_box_is_drawn_on_its_edges_only():

@@ -1,0 +1,92 @@
+"""A few pixels of a raw video frame, read straight from its planes as RGB.
+
+Describing what a handful of people look like needs a few thousand pixels of a
+frame, not the whole frame converted to RGB (5 ms for 1080p). Any 8-bit YUV or RGB
+format in system memory (I420, NV12, YUY2, Y444, BGRx, ...) is read by the
+component layout GStreamer describes for it: each component's plane, subsampling,
+step between pixels and offset. Y'CbCr goes to RGB by the frame's colour matrix
+and range, as ``videoconvert`` would.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from appliance.pipeline.gst import Gst, GstVideo
+
+_UNREADABLE = GstVideo.VideoFormatFlags.COMPLEX | GstVideo.VideoFormatFlags.PALETTE | GstVideo.VideoFormatFlags.TILED
+_BT601 = (0.299, 0.114)  # Kr, Kb where the caps name no matrix
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a format keeps the three colour components of a pixel, and how they make RGB."""
+
+    planes: tuple[int, int, int]
+    row_shift: tuple[int, int, int]  # log2 of the vertical subsampling
+    column_shift: tuple[int, int, int]
+    pixel_stride: tuple[int, int, int]  # bytes from one (subsampled) pixel to the next
+    pixel_offset: tuple[int, int, int]
+    offsets: tuple[int, ...]  # of the planes, where the buffer has no video meta
+    strides: tuple[int, ...]
+    to_rgb: np.ndarray | None  # [3, 3] from (Y', Cb, Cr) less ``bias`` to RGB 0..255; None: RGB already
+    bias: np.ndarray
+
+
+@functools.lru_cache(maxsize=32)
+def layout_of(caps: str) -> Layout | None:
+    """The layout of frames with these caps (as text); None where they cannot be read so (not 8-bit,
+    tiled, palette, or in other memory than the system's)."""
+    parsed = Gst.Caps.from_string(caps)
+    features = parsed.get_features(0)
+    if features is not None and not features.contains(Gst.CAPS_FEATURE_MEMORY_SYSTEM_MEMORY):
+        return None
+    info = GstVideo.VideoInfo.new_from_caps(parsed)
+    if info is None:
+        return None
+    f = info.finfo
+    if (f.bits != 8 or f.n_components < 3 or f.flags & _UNREADABLE
+            or not f.flags & (GstVideo.VideoFormatFlags.YUV | GstVideo.VideoFormatFlags.RGB)):
+        return None
+    to_rgb, bias = None, np.zeros(3, dtype=np.float32)
+    if f.flags & GstVideo.VideoFormatFlags.YUV:
+        known, kr, kb = GstVideo.video_color_matrix_get_Kr_Kb(info.colorimetry.matrix)
+        kr, kb = (kr, kb) if known else _BT601
+        offset, scale = GstVideo.video_color_range_offsets(info.colorimetry.range, f)
+        kg = 1.0 - kr - kb
+        # R = Y' + 2(1-Kr) Cr, B = Y' + 2(1-Kb) Cb, G = (Y' - Kr R - Kb B) / Kg, Y' in 0..1, Cb and Cr in ±0.5
+        matrix = np.array([[1.0, 0.0, 2.0 * (1.0 - kr)],
+                           [1.0, -2.0 * kb * (1.0 - kb) / kg, -2.0 * kr * (1.0 - kr) / kg],
+                           [1.0, 2.0 * (1.0 - kb), 0.0]])
+        to_rgb = (255.0 * matrix / np.array([scale[0], scale[1], scale[2]], dtype=np.float64)).astype(np.float32)
+        bias = np.array(offset[:3], dtype=np.float32)
+    return Layout(tuple(f.plane[:3]), tuple(f.h_sub[:3]), tuple(f.w_sub[:3]), tuple(f.pixel_stride[:3]),
+                  tuple(f.poffset[:3]), tuple(info.offset), tuple(info.stride), to_rgb, bias)
+
+
+def read_rgb(buffer: Gst.Buffer, layout: Layout, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """[..., 3] uint8 RGB of the pixels at rows ``ys`` and columns ``xs`` (index arrays that broadcast,
+    within the frame) of a frame laid out as ``layout``."""
+    meta = GstVideo.buffer_get_video_meta(buffer)
+    offsets, strides = (meta.offset, meta.stride) if meta is not None else (layout.offsets, layout.strides)
+    ok, mapped = buffer.map(Gst.MapFlags.READ)
+    if not ok:
+        raise RuntimeError("cannot map a frame")
+    try:
+        data = np.frombuffer(mapped.data, dtype=np.uint8, count=mapped.size)
+        channels = []
+        for c in range(3):
+            plane = layout.planes[c]
+            rows = offsets[plane] + (ys >> layout.row_shift[c]) * strides[plane]
+            columns = (xs >> layout.column_shift[c]) * layout.pixel_stride[c] + layout.pixel_offset[c]
+            channels.append(data[rows + columns])
+    finally:
+        buffer.unmap(mapped)
+    pixels = np.stack(channels, axis=-1)
+    if layout.to_rgb is None:
+        return pixels
+    rgb = (pixels.astype(np.float32) - layout.bias) @ layout.to_rgb.T
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
