@@ -85,8 +85,9 @@ class MuxerConfig(Strict):
 
 
 class NvTrackerConfig(Strict):
-    """``nvtracker`` with NVIDIA's multi-object tracker library (IOU-style association,
-    no visual features: cheap enough for an Orin Nano)."""
+    """``nvtracker`` with NVIDIA's multi-object tracker library: IOU-style association
+    without visual features (cheap enough for an Orin Nano), or NvDCF on ColorNames
+    features for a group whose sources name ``rules.tracker.appearance_labels``."""
 
     width: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 640
     height: Annotated[int, Field(ge=32, le=4096, multiple_of=32)] = 384

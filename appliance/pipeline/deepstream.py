@@ -42,7 +42,7 @@ from appliance.metrics import ApplianceMetrics
 from appliance.pipeline.backend import BackendUnavailable
 from appliance.pipeline.backoff import Backoff
 from appliance.pipeline.ds_probe import DetectionProbe, LabelTable, ModelOutputs, ResultSink, TrackProbe
-from appliance.pipeline.nvconfig import GroupFiles, InferUnit, write_group_configs
+from appliance.pipeline.nvconfig import GroupFiles, InferUnit, tracks_by_looks, write_group_configs
 from appliance.pipeline.outage import StreamOutage
 from appliance.pipeline.sources import EventSink, FrameTimes, StreamState
 
@@ -463,7 +463,8 @@ class DeepStreamBackend:
                settings: DeepStreamConfig, on_result: ResultSink, on_event: EventSink, events: EventFactory,
                metrics: ApplianceMetrics) -> GroupPipeline:
         units = [InferUnit(m, uid, plans[m.id]) for uid, m in enumerate(group.models, start=1)]
-        files = write_group_configs(Path(settings.config_dir), group.name, units, len(group.sources), settings)
+        files = write_group_configs(Path(settings.config_dir), group.name, units, len(group.sources), settings,
+                                    visual=tracks_by_looks(group.sources))
         streams = [DeepStreamStream(s, events, on_event, self._clock, metrics) for s in group.sources]
         self.streams.extend(streams)
         by_id = {s.id: s for s in streams}
