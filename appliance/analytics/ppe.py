@@ -118,6 +118,10 @@ class PpeSettings(Strict):
     # last seen (centre distance, in box heights), plus this much per second since (people walk on).
     situation_radius: Annotated[float, Field(ge=0.0)] = 0.5
     situation_speed: Annotated[float, Field(ge=0.0)] = 0.75
+    # Someone who seems to lack nothing just as another person stands against them (less than
+    # ``stitch_gap_s`` before) was most likely given that person's items, or those of someone hidden
+    # behind them: their reported situation ends only after this long (a lasting change does end it).
+    crowd_end_after_s: Annotated[float, Field(ge=0.0)] = 7.0
 
     @model_validator(mode="after")
     def _consistent(self) -> PpeSettings:
@@ -146,6 +150,8 @@ class _Person:
     situation: Hashable | None = None  # the missing-item situation the person showed in their previous frame
     kept: Hashable | None = None  # a reported situation kept open while something else is missing for now
     paused: Hashable | None = None  # the situation the person showed before they seemed to lack nothing
+    paused_in_crowd: bool = False  # that began as someone else stood against them
+    touched: float = -math.inf  # when another person's box last overlapped theirs
     improper: Hashable | None = None  # the improper-wearing situation the person showed last
     renewed: float = -math.inf  # when the person was first seen, or their track id passed to them
 
@@ -518,6 +524,7 @@ class PpeRules:
                                   s.item_memory_s)
         if not self._first_frame:
             self._emerged(them, boxes, t)
+        touching = self._touching(boxes)
         for p, track in enumerate(persons):
             tid, person, held = people[p], them[p], worn[p]
             # Requirements by the zones the feet stand in.
@@ -542,9 +549,20 @@ class PpeRules:
             findings += self._hygiene(person, track, t, wash is not None and flags[wash],
                                       clean is not None and flags[clean], view)
             person.last_t, person.box = t, track.box
+            if touching[p]:
+                person.touched = t
         findings += self._observe_missing(t, persons, lacking, set(people))
         findings += self._observe_improper(t, persons, them, people, wrong)
         return findings
+
+    @staticmethod
+    def _touching(boxes: np.ndarray) -> np.ndarray:
+        """[P] whose box overlaps someone else's."""
+        x1, y1, x2, y2 = boxes.T
+        overlap = ((x1[:, None] < x2[None, :]) & (x1[None, :] < x2[:, None])
+                   & (y1[:, None] < y2[None, :]) & (y1[None, :] < y2[:, None]))
+        np.fill_diagonal(overlap, False)
+        return overlap.any(axis=1)
 
     def _emerged(self, them: list[_Person], boxes: np.ndarray, t: float) -> None:
         """Someone seen for the first time with ``emerged_overlap`` of their box inside where another
@@ -672,8 +690,13 @@ class PpeRules:
             if not lack.names:
                 # a neighbour's glove that fits for a while: lacking the same again, while their situation
                 # is still open, continues it, wherever they walked meanwhile
+                if person.paused is None:
+                    person.paused_in_crowd = t - person.touched <= self.settings.stitch_gap_s
                 person.paused = person.last_situation()
                 person.situation = person.kept = None
+                if person.paused_in_crowd and person.paused in episodes and episodes[person.paused].started \
+                        and t - episodes[person.paused].last_seen < self.settings.crowd_end_after_s:
+                    waiting.append(person.paused)
                 continue
             before = person.last_situation()
             person.paused = None

@@ -577,6 +577,22 @@ def test_a_walker_who_seems_to_lack_less_then_nothing_for_a_while_keeps_the_even
         ("start", ["gloves", "helmet"]), ("end", ["gloves", "helmet"])], start_end(run.events)
 
 
+@pytest.mark.parametrize(("neighbour", "starts"), [(True, 1), (False, 2)])
+def test_goggles_that_seem_worn_for_5_s_as_someone_stands_against_the_person_do_not_split_the_event(
+        neighbour: bool, starts: int):
+    """A has no goggles, yet seems to wear some from 3 s to 8 s (a neighbour's, or those of someone hidden
+    behind): with someone standing against A that is one situation; alone, A put goggles on and took them
+    off again, two."""
+    def scene(t: float) -> list[Detection]:
+        a = person(400, 300, drop=() if 3.0 <= t < 8.0 else ("goggles",))
+        return a + (person(470, 290) if neighbour else [])
+
+    run = Run().feed(scripted(14, scene)).close()
+    events = [e for e in run.of("ppe.missing_item") if e.attributes["items"] == ["goggles"]]
+    assert [e.phase for e in events] == ["start", "end"] * starts, start_end(run.events)
+    assert events[1].attributes["stream_end_s"] == (13.8 if neighbour else 2.8)
+
+
 def test_something_else_missing_for_less_than_the_grace_keeps_the_situation():
     # no mask all along; the gloves are missed for 1.6 s: the situation stays "mask", one event
     def scene(t: float) -> list[Detection]:
