@@ -684,7 +684,7 @@ class PpeRules:
         confidence: dict[Hashable, float] = {}
         created: dict[Hashable, float] = {}
         replaces: dict[Hashable, _Lacking] = {}  # a new situation -> whose kept one it ends once it starts
-        waiting: list[Hashable] = []
+        waiting: list[Hashable] = []  # open situations not shown now that neither start nor lapse
         for k, lack in enumerate(lacking):
             person = lack.person
             if not lack.names:
@@ -698,7 +698,7 @@ class PpeRules:
                         and t - episodes[person.paused].last_seen < self.settings.crowd_end_after_s:
                     waiting.append(person.paused)
                 continue
-            before = person.last_situation()
+            kept = person.last_situation()
             person.paused = None
             key = shows.get(k)
             if key is None:
@@ -718,7 +718,6 @@ class PpeRules:
                 # a new situation neither starts nor lapses while so
                 del active[key]
                 waiting.append(key)
-            kept = before
             if kept is not None and kept != key and kept not in claimed and kept in episodes \
                     and episodes[kept].started:
                 claimed.add(kept)
