@@ -3,12 +3,14 @@
 Where people cross or stand close together, their boxes overlap and move alike, and
 motion alone passes a track id from one person to the other. Their clothes tell
 them apart: each box is cut into bands (head, torso, legs), each band's colours are
-counted in a coarse RGB histogram (4 levels per channel, 64 bins), from the middle of
-the box's width only (less background, fewer arms of neighbours), on a fixed grid of
-pixels per box (a large box costs no more than a small one). A description is
-the square roots of the normalised counts of every band, scaled so that the
-Euclidean distance of two descriptions is the root mean square of their bands'
-Hellinger distances: 0 for the same colours, 1 for colours that share nothing.
+counted in a coarse RGB histogram (4 levels per channel, 64 bins; each channel's
+value shared between its two nearest levels, so that a shift of a few levels, from
+the light or the codec, moves counts a little rather than from one bin to another),
+from the middle of the box's width only (less background, fewer arms of neighbours),
+on a fixed grid of pixels per band (a large box costs no more than a small one). A
+description is the square roots of the normalised counts of every band, scaled so
+that the Euclidean distance of two descriptions is the root mean square of their
+bands' Hellinger distances: 0 for the same colours, 1 for colours that share nothing.
 """
 
 from __future__ import annotations
@@ -21,14 +23,19 @@ LEVELS = 4  # per channel
 BINS = LEVELS**3
 BANDS = ((0.0, 0.35), (0.35, 0.7), (0.7, 1.0))  # fractions of the box's height, from its top
 COLUMNS = (0.2, 0.8)  # the part of the box's width that is counted
-GRID = (48, 16)  # pixels sampled per box, rows x columns, whatever its size: ample for 64 bins a band
+ROWS_PER_BAND, COLUMNS_SAMPLED = 10, 12  # pixels sampled per band of a box, whatever its size: ample for 64 bins
 SIZE = len(BANDS) * BINS
 
-_SHIFT = 8 - (LEVELS - 1).bit_length()
-_ROWS = (np.arange(GRID[0]) + 0.5) / GRID[0]  # the sampled rows, as fractions of the box's height
-_COLUMNS = COLUMNS[0] + (COLUMNS[1] - COLUMNS[0]) * (np.arange(GRID[1]) + 0.5) / GRID[1]
-_BAND_OF_ROW = np.searchsorted([a for a, _ in BANDS[1:]], _ROWS, side="right")
+# the sampled rows, as fractions of the box's height: evenly spread over each band in turn
+_ROWS = np.concatenate([top + (bottom - top) * (np.arange(ROWS_PER_BAND) + 0.5) / ROWS_PER_BAND
+                        for top, bottom in BANDS])
+_COLUMNS = COLUMNS[0] + (COLUMNS[1] - COLUMNS[0]) * (np.arange(COLUMNS_SAMPLED) + 0.5) / COLUMNS_SAMPLED
 _SCALE = 1.0 / np.sqrt(2.0 * len(BANDS))
+# [256, levels] how a channel's value is shared between the levels (two at most, by nearness), and
+# [256 x 256, levels x levels] the same for a pair of channels' values
+_CENTRES = np.clip((np.arange(256) + 0.5) * (LEVELS / 256.0) - 0.5, 0.0, LEVELS - 1.0)
+_SHARES = np.maximum(1.0 - np.abs(_CENTRES[:, None] - np.arange(LEVELS)[None, :]), 0.0).astype(np.float32)
+_PAIR_SHARES = (_SHARES[:, None, :, None] * _SHARES[None, :, None, :]).reshape(256 * 256, LEVELS * LEVELS)
 
 
 def describe(rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -50,10 +57,13 @@ def describe_sampled(sample: Callable[[np.ndarray, np.ndarray], np.ndarray], siz
     ys = np.floor(b[:, 1:2] + (b[:, 3:4] - b[:, 1:2]) * _ROWS).astype(np.intp)  # [N, rows]
     xs = np.floor(b[:, 0:1] + (b[:, 2:3] - b[:, 0:1]) * _COLUMNS).astype(np.intp)  # [N, columns]
     valid = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
-    pixels = sample(np.clip(ys, 0, height - 1)[:, :, None], np.clip(xs, 0, width - 1)[:, None, :]) >> _SHIFT
-    codes = (pixels[..., 0].astype(np.intp) * LEVELS + pixels[..., 1]) * LEVELS + pixels[..., 2]
-    slots = (np.arange(count)[:, None, None] * len(BANDS) + _BAND_OF_ROW[None, :, None]) * BINS + codes
-    counts = np.bincount(slots[valid], minlength=count * SIZE).reshape(count, len(BANDS), BINS)
+    pixels = sample(np.clip(ys, 0, height - 1)[:, :, None], np.clip(xs, 0, width - 1)[:, None, :])
+    pixels = pixels.reshape(count, len(BANDS), ROWS_PER_BAND * COLUMNS_SAMPLED, 3)
+    red = _SHARES[pixels[..., 0]]  # [N, bands, pixels, red level]
+    if not valid.all():
+        red *= valid.reshape(count, len(BANDS), -1, 1)
+    green_blue = _PAIR_SHARES[pixels[..., 1].astype(np.intp) * 256 + pixels[..., 2]]  # [N, bands, pixels, g x b]
+    counts = (np.swapaxes(red, 2, 3) @ green_blue).reshape(count, len(BANDS), BINS)
     totals = counts.sum(axis=2, keepdims=True)
     out = np.sqrt(counts / np.maximum(totals, 1)) * _SCALE
     out[(totals == 0).any(axis=(1, 2))] = np.nan

@@ -50,6 +50,22 @@ def test_the_same_colours_are_close_and_different_clothes_far_apart():
     assert near < 0.3 < 0.9 < far
 
 
+@pytest.mark.parametrize("level", [62, 64, 96, 128, 191])
+def test_a_shift_of_a_few_levels_changes_the_looks_a_little(level: int):
+    """The same clothes a few levels darker (the light, the codec's rounding) look nearly the same, even
+    where their colour lies on the edge of two bins; other clothes stay far apart."""
+    def look(top: tuple, bottom: tuple) -> np.ndarray:
+        rgb, (person,) = scene([(100, (top, bottom))])
+        return appearance.describe(rgb, np.array([person.box]))
+
+    red = (level, 40, 40)
+    darker = tuple(max(c - 4, 0) for c in red)
+    same = look(red, (40, 40, 200))
+    shifted, other = look(darker, (36, 36, 196)), look((40, 180, 40), (220, 220, 60))
+    (near, far), = appearance.distances(same, np.vstack([shifted, other]))
+    assert near < 0.25 and far > 0.7, (near, far)
+
+
 def test_a_box_out_of_the_frame_has_unknown_looks():
     rgb, _ = scene([(100, RED_BLUE)])
     looks = appearance.describe(rgb, np.array([(700, 100, 760, 200), (100, 140, 160, 300)]))
