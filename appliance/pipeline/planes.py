@@ -4,8 +4,9 @@ Describing what a handful of people look like needs a few thousand pixels of a
 frame, not the whole frame converted to RGB (5 ms for 1080p). Any 8-bit YUV or RGB
 format in system memory (I420, NV12, YUY2, Y444, BGRx, ...) is read by the
 component layout GStreamer describes for it: each component's plane, subsampling,
-step between pixels and offset. Y'CbCr goes to RGB by the frame's colour matrix
-and range, as ``videoconvert`` would.
+step between pixels and offset. Y'CbCr goes to RGB by the exact formulas of the
+frame's colour matrix and range (``videoconvert``'s fixed-point conversion comes out
+a few levels darker).
 """
 
 from __future__ import annotations
