@@ -33,8 +33,8 @@ class Layout:
     pixel_offset: tuple[int, int, int]
     offsets: tuple[int, ...]  # of the planes, where the buffer has no video meta
     strides: tuple[int, ...]
-    to_rgb: np.ndarray | None  # [3, 3] from (Y', Cb, Cr) less ``bias`` to RGB 0..255; None: RGB already
-    bias: np.ndarray
+    luma: np.ndarray | None  # [256, 3] each Y' value's part of R, G and B; None: RGB already
+    chroma: np.ndarray | None  # [256 x 256, 3] each (Cb, Cr) pair's part
 
 
 @functools.lru_cache(maxsize=32)
@@ -52,7 +52,7 @@ def layout_of(caps: str) -> Layout | None:
     if (f.bits != 8 or f.n_components < 3 or f.flags & _UNREADABLE
             or not f.flags & (GstVideo.VideoFormatFlags.YUV | GstVideo.VideoFormatFlags.RGB)):
         return None
-    to_rgb, bias = None, np.zeros(3, dtype=np.float32)
+    luma = chroma = None
     if f.flags & GstVideo.VideoFormatFlags.YUV:
         known, kr, kb = GstVideo.video_color_matrix_get_Kr_Kb(info.colorimetry.matrix)
         kr, kb = (kr, kb) if known else _BT601
@@ -62,10 +62,13 @@ def layout_of(caps: str) -> Layout | None:
         matrix = np.array([[1.0, 0.0, 2.0 * (1.0 - kr)],
                            [1.0, -2.0 * kb * (1.0 - kb) / kg, -2.0 * kr * (1.0 - kr) / kg],
                            [1.0, 2.0 * (1.0 - kb), 0.0]])
-        to_rgb = (255.0 * matrix / np.array([scale[0], scale[1], scale[2]], dtype=np.float64)).astype(np.float32)
-        bias = np.array(offset[:3], dtype=np.float32)
+        # each component's part, by value: [3 components, 256 values, R G B]
+        levels = (np.arange(256.0)[None, :] - np.array(offset[:3])[:, None]) / np.array(scale[:3])[:, None]
+        parts = levels[:, :, None] * (255.0 * matrix.T)[:, None, :]
+        luma = parts[0].astype(np.float32)
+        chroma = (parts[1][:, None, :] + parts[2][None, :, :]).reshape(256 * 256, 3).astype(np.float32)
     return Layout(tuple(f.plane[:3]), tuple(f.h_sub[:3]), tuple(f.w_sub[:3]), tuple(f.pixel_stride[:3]),
-                  tuple(f.poffset[:3]), tuple(info.offset), tuple(info.stride), to_rgb, bias)
+                  tuple(f.poffset[:3]), tuple(info.offset), tuple(info.stride), luma, chroma)
 
 
 def read_rgb(buffer: Gst.Buffer, layout: Layout, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -79,15 +82,18 @@ def read_rgb(buffer: Gst.Buffer, layout: Layout, ys: np.ndarray, xs: np.ndarray)
     try:
         data = np.frombuffer(mapped.data, dtype=np.uint8, count=mapped.size)
         channels = []
+        within: dict[tuple[int, int, int, int], np.ndarray] = {}  # where the pixels are, from a component's start
         for c in range(3):
             plane = layout.planes[c]
-            rows = offsets[plane] + (ys >> layout.row_shift[c]) * strides[plane]
-            columns = (xs >> layout.column_shift[c]) * layout.pixel_stride[c] + layout.pixel_offset[c]
-            channels.append(data[rows + columns])
+            steps = (layout.row_shift[c], strides[plane], layout.column_shift[c], layout.pixel_stride[c])
+            if steps not in within:  # Cb and Cr are laid out alike
+                within[steps] = (ys >> steps[0]) * steps[1] + (xs >> steps[2]) * steps[3]
+            channels.append(np.take(data[offsets[plane] + layout.pixel_offset[c]:], within[steps]))
     finally:
         buffer.unmap(mapped)
-    pixels = np.stack(channels, axis=-1)
-    if layout.to_rgb is None:
-        return pixels
-    rgb = (pixels.astype(np.float32) - layout.bias) @ layout.to_rgb.T
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    if layout.luma is None or layout.chroma is None:
+        return np.stack(channels, axis=-1)
+    y, cb, cr = channels
+    rgb = np.take(layout.luma, y, axis=0)
+    rgb += np.take(layout.chroma, (cb.astype(np.intp) << 8) | cr, axis=0)
+    return np.rint(rgb, out=rgb).clip(0, 255, out=rgb).astype(np.uint8)

@@ -54,15 +54,17 @@ def describe_sampled(sample: Callable[[np.ndarray, np.ndarray], np.ndarray], siz
     width, height = size
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     count = len(b)
-    ys = np.floor(b[:, 1:2] + (b[:, 3:4] - b[:, 1:2]) * _ROWS).astype(np.intp)  # [N, rows]
-    xs = np.floor(b[:, 0:1] + (b[:, 2:3] - b[:, 0:1]) * _COLUMNS).astype(np.intp)  # [N, columns]
-    valid = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
-    pixels = sample(np.clip(ys, 0, height - 1)[:, :, None], np.clip(xs, 0, width - 1)[:, None, :])
+    ys = np.floor(b[:, 1:2] + (b[:, 3:4] - b[:, 1:2]) * _ROWS).astype(np.intp)[:, :, None]  # [N, rows, 1]
+    xs = np.floor(b[:, 0:1] + (b[:, 2:3] - b[:, 0:1]) * _COLUMNS).astype(np.intp)[:, None, :]  # [N, 1, columns]
+    inside = ys.min() >= 0 and ys.max() < height and xs.min() >= 0 and xs.max() < width
+    pixels = sample(ys, xs) if inside else sample(ys.clip(0, height - 1), xs.clip(0, width - 1))
     pixels = pixels.reshape(count, len(BANDS), ROWS_PER_BAND * COLUMNS_SAMPLED, 3)
-    red = _SHARES[pixels[..., 0]]  # [N, bands, pixels, red level]
-    if not valid.all():
+    red = np.take(_SHARES, pixels[..., 0], axis=0)  # [N, bands, pixels, red level]
+    if not inside:
+        valid = ((ys >= 0) & (ys < height)) & ((xs >= 0) & (xs < width))
         red *= valid.reshape(count, len(BANDS), -1, 1)
-    green_blue = _PAIR_SHARES[pixels[..., 1].astype(np.intp) * 256 + pixels[..., 2]]  # [N, bands, pixels, g x b]
+    pairs = (pixels[..., 1].astype(np.intp) << 8) | pixels[..., 2]
+    green_blue = np.take(_PAIR_SHARES, pairs, axis=0)  # [N, bands, pixels, g x b]
     counts = (np.swapaxes(red, 2, 3) @ green_blue).reshape(count, len(BANDS), BINS)
     totals = counts.sum(axis=2, keepdims=True)
     out = np.sqrt(counts / np.maximum(totals, 1)) * _SCALE

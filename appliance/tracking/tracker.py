@@ -122,6 +122,7 @@ class Tracker:
         if looks is not None and self._looks is None:
             self._looks = np.full((len(self._ids), looks.shape[1]), np.nan)
         compare = looks is not None and s.appearance_weight > 0
+        described = ~np.isnan(looks[:, 0]) if looks is not None else None  # the detections whose looks are known
         count = len(self._ids)
         if count:
             self._mean, self._cov = kalman.predict(self._mean, self._cov, self.settings.frame_steps)
@@ -143,10 +144,16 @@ class Tracker:
                                  iou_needed, reach)
             if self._mixed:
                 score[self._groups[track_idx][:, None] != groups[det_idx][None, :]] = 0
-            if compare:
-                apart = appearance.distances(self._looks[track_idx], looks[det_idx])  # type: ignore[index]
-                known = (score > 0) & ~np.isnan(apart)
-                score[known] = np.maximum(score[known] - s.appearance_weight * apart[known], _BARE_MATCH)
+            if compare:  # between the tracks and detections whose looks are known
+                told = (~np.isnan(self._looks[track_idx, 0])).nonzero()[0]  # type: ignore[index]
+                seen = described[det_idx].nonzero()[0]  # type: ignore[index]
+                if len(told) and len(seen):
+                    both = np.ix_(told, seen)
+                    apart = appearance.distances(self._looks[track_idx[told]], looks[det_idx[seen]])  # type: ignore[index]
+                    known = score[both]
+                    fit = known > 0
+                    known[fit] = np.maximum(known[fit] - s.appearance_weight * apart[fit], _BARE_MATCH)
+                    score[both] = known
             rows, cols = linear_sum_assignment(-score)
             ok = score[rows, cols] > 0
             matched_det[track_idx[rows[ok]]] = det_idx[cols[ok]]
@@ -173,7 +180,8 @@ class Tracker:
             self._confidences[t_idx] = scores[d_idx]
             self._groups[t_idx] = groups[d_idx]
             if looks is not None:
-                self._remember_looks(t_idx, looks[d_idx])
+                seen = described[d_idx]  # type: ignore[index]
+                self._remember_looks(t_idx[seen], looks[d_idx[seen]])
             for t, d in zip(t_idx.tolist(), d_idx.tolist()):
                 self._labels[t] = labels[d]
         self._lost = np.where(hit, 0, self._lost + 1)
@@ -211,11 +219,11 @@ class Tracker:
         return list(map(Track, ids, labels, confidences, map(tuple, out_boxes), ages, map(tuple, found)))
 
     def _remember_looks(self, tracks: np.ndarray, seen: np.ndarray) -> None:
-        """Moves the tracks' looks towards what their detections looked like (unknown looks: taken as
-        they are; a detection of unknown looks changes nothing)."""
+        """Moves the tracks' looks towards what their detections looked like (``seen``: known; a track's
+        unknown looks are taken as they are)."""
         old = self._looks[tracks]  # type: ignore[index]
         moved = old + self.settings.appearance_rate * (seen - old)
-        self._looks[tracks] = np.where(np.isnan(old), seen, np.where(np.isnan(seen), old, moved))  # type: ignore[index]
+        self._looks[tracks] = np.where(np.isnan(old[:, :1]), seen, moved)  # type: ignore[index]
 
     def _select(self, keep: np.ndarray) -> None:
         self._mean, self._cov = self._mean[:, keep], self._cov[:, :, keep]
