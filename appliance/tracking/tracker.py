@@ -145,11 +145,12 @@ class Tracker:
             if self._mixed:
                 score[self._groups[track_idx][:, None] != groups[det_idx][None, :]] = 0
             if compare:  # between the tracks and detections whose looks are known
-                told = (~np.isnan(self._looks[track_idx, 0])).nonzero()[0]  # type: ignore[index]
-                seen = described[det_idx].nonzero()[0]  # type: ignore[index]
-                if len(told) and len(seen):
-                    both = np.ix_(told, seen)
-                    apart = appearance.distances(self._looks[track_idx[told]], looks[det_idx[seen]])  # type: ignore[index]
+                rows_known = (~np.isnan(self._looks[track_idx, 0])).nonzero()[0]  # type: ignore[index]
+                cols_known = described[det_idx].nonzero()[0]  # type: ignore[index]
+                if len(rows_known) and len(cols_known):
+                    both = np.ix_(rows_known, cols_known)
+                    apart = appearance.distances(self._looks[track_idx[rows_known]],  # type: ignore[index]
+                                                 looks[det_idx[cols_known]])
                     known = score[both]
                     fit = known > 0
                     known[fit] = np.maximum(known[fit] - s.appearance_weight * apart[fit], _BARE_MATCH)
@@ -180,8 +181,8 @@ class Tracker:
             self._confidences[t_idx] = scores[d_idx]
             self._groups[t_idx] = groups[d_idx]
             if looks is not None:
-                seen = described[d_idx]  # type: ignore[index]
-                self._remember_looks(t_idx[seen], looks[d_idx[seen]])
+                told = described[d_idx]  # type: ignore[index]
+                self._remember_looks(t_idx[told], looks[d_idx[told]])
             for t, d in zip(t_idx.tolist(), d_idx.tolist()):
                 self._labels[t] = labels[d]
         self._lost = np.where(hit, 0, self._lost + 1)
