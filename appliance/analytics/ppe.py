@@ -19,7 +19,10 @@ missing set (required items, by the zone the person's feet stand in, minus those
 worn) is a *situation*, with grace and hysteresis, so one real situation makes one
 event. A situation is followed by the person who showed it, or else by place and
 item set (in a crowd the tracker's ids change hands; the missing items stay with the
-person). When the evidence turns, the new situation is dated back to the first frame
+person; where two people's ids swap, a reported situation nobody shows any more is continued by
+someone near who lacks the same items, rather than their starting a new one). A situation whose grace
+ends while its person is hidden behind someone starts when they are seen again, with their box then.
+When the evidence turns, the new situation is dated back to the first frame
 without the item (or with it, for one put on) and the old one ends at the frame
 before, so the averaging does not shift the reported times.
 """
@@ -298,6 +301,7 @@ class PpeRules:
         self._previous_t: float | None = None  # the stream's previous analyzed frame
         self._first_frame = True
         self._frame_s = 0.0  # the interval between analyzed frames, as last seen
+        self._frame_size = (0, 0)  # the stream's frames' width and height, as last seen
         self._warned_zones = False
         self._zone_table: ZoneTable | None = None
         self._required_columns: list[tuple[int, np.ndarray]] = []
@@ -311,6 +315,7 @@ class PpeRules:
         if self._last_t is not None and t > self._last_t:
             self._frame_s = t - self._last_t
         self._first_frame = self._last_t is None
+        self._frame_size = (view.result.width, view.result.height)
         self._previous_t = self._last_t
         self._last_t = t
         if not self._warned_zones:
@@ -547,7 +552,7 @@ class PpeRules:
             if improper[p]:
                 wrong.append((p, zone))
             findings += self._hygiene(person, track, t, wash is not None and flags[wash],
-                                      clean is not None and flags[clean], view)
+                                      clean is not None and flags[clean])
             person.last_t, person.box = t, track.box
             if touching[p]:
                 person.touched = t
@@ -680,6 +685,7 @@ class PpeRules:
             if k not in shows and key not in claimed:
                 shows[k] = key
                 claimed.add(key)
+        self._take_over(t, persons, lacking, shows, claimed)
         active: dict[Hashable, dict[str, Any]] = {}
         confidence: dict[Hashable, float] = {}
         created: dict[Hashable, float] = {}
@@ -726,7 +732,7 @@ class PpeRules:
             else:
                 person.kept = None
             person.situation = key
-        self._carry_unseen(episodes, t, seen, active, pending=True)
+        waiting += self._carry_unseen(episodes, t, seen, active, pending=True)
         for key in [k for k, e in episodes.items() if not e.started and k not in active and k not in waiting]:
             self._missing.finish(key, t)  # not shown in this frame: a new situation must hold without a break
         keeping = [lack.person.kept for lack in replaces.values()] + waiting
@@ -746,6 +752,38 @@ class PpeRules:
             findings.append(self._missing_finding(tr))
         return findings
 
+    def _take_over(self, t: float, persons: list[Track], lacking: list[_Lacking], shows: dict[int, Hashable],
+                   claimed: set[Hashable]) -> None:
+        """Two people whose tracker ids swapped (crossing, one behind the other) show each other's
+        situations: one continues the other's reported situation, the other would start a new one with
+        the same items. Someone who lacks the items of a reported situation that nobody shows now, whose
+        own person went on to show another reported one (or is out of sight), near where it was last
+        seen, continues it (rather than a situation not reported yet)."""
+        episodes = self._missing.open
+        shown_by = {lacking[k].person_id: key for k, key in shows.items()}
+        for k, lack in enumerate(lacking):
+            if not lack.names:
+                continue
+            mine = episodes.get(shows.get(k))
+            if mine is not None and mine.started:
+                continue
+            best, best_d = None, 1.0
+            for key, episode in episodes.items():
+                if key in claimed or not episode.started or episode.payload["names"] != lack.names:
+                    continue
+                owner = episode.payload["person"]
+                other = episodes.get(shown_by.get(owner))
+                if owner in shown_by and (other is None or not other.started):
+                    continue
+                d = self._walked(episode.payload["box"], persons[lack.row].box, t - episode.last_seen)
+                if d <= best_d:
+                    best, best_d = key, d
+            if best is not None:
+                if k in shows:
+                    claimed.discard(shows[k])
+                shows[k] = best
+                claimed.add(best)
+
     def _names(self, flags: np.ndarray) -> tuple[str, ...]:
         """The items flagged in an [items] bool array (remembered: people lack the same few sets)."""
         code = flags.tobytes()
@@ -755,20 +793,34 @@ class PpeRules:
         return names
 
     def _carry_unseen(self, episodes: Mapping[Hashable, Any], t: float, seen: set[int],
-                      active: dict[Hashable, dict[str, Any]], pending: bool) -> None:
+                      active: dict[Hashable, dict[str, Any]], pending: bool) -> list[Hashable]:
         """A person out of sight for up to ``stitch_gap_s`` (behind someone, missed by the detector)
         still lacks what they lacked: their reported episodes go on (and end at most that much late).
         Episodes still in their grace go on only where ``pending`` (an absence: the person behind
         someone still lacks their gloves) and the person was seen in more than one frame (a box the
         detector saw once confirms nothing while it is gone); a thing worn wrongly must be seen
-        through its whole grace."""
+        through its whole grace. Returned: those of people hidden in the view, which neither start nor
+        lapse till the person is seen again (an event's box and snapshot show the person, not the spot
+        where they were last seen); someone last seen at the frame's border walked out of view, and
+        their last box is all there will be."""
+        held: list[Hashable] = []
         for key, episode in episodes.items():
             person_id = episode.payload["track_id"]
             person = self._people.get(person_id)
             if (person_id not in seen and key not in active and person is not None
                     and t - person.last_t <= self.settings.stitch_gap_s
                     and (episode.started or pending and person.last_t > person.renewed)):
-                active[key] = episode.payload
+                if episode.started or person.box is not None and self._at_edge(person.box):
+                    active[key] = episode.payload
+                else:
+                    held.append(key)
+        return held
+
+    def _at_edge(self, box: Box) -> bool:
+        """Whether a box touches the border of the stream's frames."""
+        width, height = self._frame_size
+        x1, y1, x2, y2 = box
+        return x1 <= _EDGE * width or y1 <= _EDGE * height or x2 >= (1 - _EDGE) * width or y2 >= (1 - _EDGE) * height
 
     def _turned(self, person: _Person, held: np.ndarray, required: np.ndarray, t: float) -> float:
         """When the person's missing set, if it changed in this frame, really began (now, if nothing
@@ -792,15 +844,12 @@ class PpeRules:
             episode.last_seen = max(episode.began, min(episode.last_seen, float(last)))
         return float(max(times[_GONE, lost].max(initial=-math.inf), times[_SINCE, put_on].max(initial=-math.inf)))
 
-    def _hygiene(self, person: _Person, track: Track, t: float, in_wash: bool, in_clean: bool,
-                 view: FrameView) -> list[Finding]:
+    def _hygiene(self, person: _Person, track: Track, t: float, in_wash: bool, in_clean: bool) -> list[Finding]:
         s = self.settings
         if s.wash_zone is None or s.clean_zone is None:
             return []
         if person.in_clean is None and in_clean and s.entry_from_edge and not self._first_frame:
-            width, height = view.result.width, view.result.height
-            x1, y1, x2, y2 = track.box
-            if x1 <= _EDGE * width or y1 <= _EDGE * height or x2 >= (1 - _EDGE) * width or y2 >= (1 - _EDGE) * height:
+            if self._at_edge(track.box):
                 person.in_clean = False  # came in from outside the view
         if in_wash:
             # unseen for a moment at the basin (behind someone): the stay went on meanwhile

@@ -158,9 +158,29 @@ def test_a_person_the_detector_saw_in_one_frame_only_raises_nothing():
 
     run = Run().feed(scripted(8, scene)).close()
     assert run.events == []
-    # seen in two frames, then hidden (behind someone): the missing items go on through the stitch gap
-    run = Run().feed(scripted(8, lambda t: person(800, 300, wears=()) if t < 0.4 else [])).close()
-    assert start_end(run.of("ppe.missing_item")) == [("start", 0.0, None), ("end", 0.0, 2.2)]  # carried 2 s
+
+
+@pytest.mark.parametrize(("x", "back_at", "started_at"), [(800, 2.4, 2.4), (800, None, None), (1200, None, 2.0)])
+def test_a_situation_whose_grace_ends_while_its_person_is_hidden_starts_when_they_are_seen(
+        x: float, back_at: float | None, started_at: float | None):
+    """Seen lacking everything for 0.4 s, then hidden (behind someone) as the grace ends: the situation
+    starts when the person is seen again, dated from the first sighting, with the box where they are
+    then (the snapshot shows them). Never seen again, it starts at all only for someone last seen at the
+    frame's border (who walked out of view: the last box is all there is)."""
+    def scene(t: float) -> list[Detection]:
+        if t < 0.4:
+            return person(x, 300, wears=())
+        return person(x + 40, 300, wears=()) if back_at is not None and t >= back_at else []
+
+    run = Run(tracker=TrackerSettings(max_lost_frames=20)).feed(scripted(8, scene)).close()
+    starts = [e for e in run.of("ppe.missing_item") if e.phase == "start"]
+    if started_at is None:
+        assert starts == []
+        return
+    assert len(starts) == 1, start_end(run.events)
+    assert starts[0].attributes["stream_time_s"] == 0.0
+    assert run.emitted_at[run.events.index(starts[0])] == pytest.approx(started_at)
+    assert starts[0].attributes["box"][0] == pytest.approx(x + (40 if back_at is not None else 0), abs=2)
 
 
 def test_what_someone_in_front_hides_is_neither_seen_nor_missed():
@@ -633,3 +653,18 @@ def test_a_mask_under_the_nose_stays_one_event_when_crossing_people_swap_track_i
     events = run.of("ppe.improper")
     assert [e.phase for e in events] == ["start", "end"], start_end(events)
     assert events[0].attributes["stream_time_s"] == 0.0 and events[1].attributes["box"][0] > 500  # on A
+
+
+def test_a_situation_stays_one_event_when_the_tracker_swaps_the_ids_of_people_one_behind_the_other():
+    """B (no gloves) stands just behind A (no helmet), their boxes mostly overlapping; at 4 s the tracker
+    swaps their ids. The id now on A knew B, who wore a helmet: its evidence takes a moment to turn,
+    and A then seems to begin lacking a helmet, while the id now on B shows nothing missing. A's
+    reported situation, which nobody shows any more, is continued by A: one event, not a second one."""
+    def at(i: int) -> FrameResult:
+        a, b = person(300, 300, drop=("helmet",)), person(330, 270, drop=("gloves",), scale=0.95)
+        return tracked(i, [(2, a), (1, b)] if i >= 20 else [(1, a), (2, b)])
+
+    run = BackendRun().feed(at(i) for i in range(60)).close()
+    helmet = [e for e in run.of("ppe.missing_item") if e.attributes["items"] == ["helmet"]]
+    assert start_end(helmet) == [("start", 0.0, None), ("end", 0.0, 11.8)]
+    assert helmet[1].attributes["box"][0] == 300  # on A
