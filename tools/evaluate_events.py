@@ -121,7 +121,8 @@ def start_delays() -> dict[str, float]:
         "defect.part": 0.0, "defect.anomaly": 0.0, "tool.verified": defects.tool_settle_s,
         "ppe.missing_item": ppe.timing.start_after_s, "ppe.improper": ppe.improper_timing.start_after_s,
         "hygiene.sequence_violation": 0.0,
-        "fire.detected": ppe.fire_timing.start_after_s, "smoke.detected": ppe.fire_timing.start_after_s,
+        "fire.detected": ppe.fire_timing_of("fire").start_after_s,
+        "smoke.detected": ppe.fire_timing_of("smoke").start_after_s,
         "animal.immobile": animals.immobile_after_s, "animal.hyperactive": animals.hyperactive_after_s,
         "animal.seizure_like": animals.seizure_after_s, "animal.missing": animals.missing_timing.start_after_s,
     }

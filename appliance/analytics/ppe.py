@@ -104,6 +104,11 @@ class PpeSettings(Strict):
     # front of it is the same fire, not a new alarm; it is confirmed by a second's sightings with gaps of 3 s
     # at most
     fire_timing: TimingSettings = TimingSettings(start_after_s=1.0, end_after_s=10.0, confirm_gap_s=3.0)
+    # per fire label, in place of ``fire_timing``: smoke gathers under the ceiling, above the people, and
+    # is seen in nearly every frame while it is confirmed (gaps of two frames at most at 5 fps), where a
+    # bright wall near the ceiling fools the detector in a frame here and there
+    label_timing: dict[str, TimingSettings] = {
+        "smoke": TimingSettings(start_after_s=1.0, end_after_s=10.0, confirm_gap_s=0.6)}
     # Geometry of association, as fractions of the person's box.
     head_items: list[str] = ["helmet", "mask", "mask_improper", "goggles"]
     head_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3  # head items' centres lie in this top part
@@ -134,7 +139,14 @@ class PpeSettings(Strict):
             raise ValueError("torso_band must be (top, bottom) with top < bottom")
         if self.person_label in self.fire_labels:
             raise ValueError(f"{self.person_label!r} cannot be both the person label and a fire label")
+        unknown = sorted(set(self.label_timing) - set(self.fire_labels))
+        if unknown and "label_timing" in self.model_fields_set:  # the default's smoke may go unused
+            raise ValueError(f"label_timing names labels that are not fire labels: {unknown}")
         return self
+
+    def fire_timing_of(self, label: str) -> TimingSettings:
+        """The grace, confirmation and end hysteresis of ``<label>.detected``."""
+        return self.label_timing.get(label, self.fire_timing)
 
 
 @dataclass
@@ -289,7 +301,7 @@ class PpeRules:
         self._fire_labels = list(s.fire_labels)
         self._missing = EpisodeTracker(s.timing.timing())
         self._improper = EpisodeTracker(s.improper_timing.timing())
-        self._fire = EpisodeTracker(s.fire_timing.timing())
+        self._fires = {label: EpisodeTracker(s.fire_timing_of(label).timing()) for label in s.fire_labels}
         self._people: dict[int, _Person] = {}  # by person id (the first track id of the person)
         self._situation_ids = itertools.count(1)
         self._name_sets: dict[bytes, tuple[str, ...]] = {}
@@ -342,7 +354,7 @@ class PpeRules:
     def close(self) -> list[Finding]:
         findings = [self._missing_finding(tr) for tr in self._missing.close_all()]
         findings += [self._improper_finding(tr) for tr in self._improper.close_all()]
-        findings += [self._fire_finding(tr) for tr in self._fire.close_all()]
+        findings += [self._fire_finding(tr) for fire in self._fires.values() for tr in fire.close_all()]
         self._people.clear()
         self._table = _ItemTable(len(self._items))
         self._identity.clear()
@@ -875,19 +887,23 @@ class PpeRules:
     # ------------------------------------------------------------------ fire and smoke
 
     def _observe_fire(self, view: FrameView, t: float, fires: dict[str, list[Detection]]) -> list[Finding]:
-        if not fires and not self._fire.open:
-            return []
+        findings: list[Finding] = []
         frame_area = max(view.result.width * view.result.height, 1)
-        active: dict[Hashable, dict[str, Any]] = {}
-        confidence: dict[Hashable, float] = {}
-        for label, found in fires.items():
-            areas = [(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in found]
-            largest = int(np.argmax(areas))
-            active[label] = {"track_id": None, "zone": None, "box": found[largest].box, "episode": label,
-                             "attributes": {"area_ratio": round(areas[largest] / frame_area, 5),
-                                            "count": len(found)}}
-            confidence[label] = max(d.confidence for d in found)
-        return [self._fire_finding(tr) for tr in self._fire.step(t, active, confidence)]
+        for label, episodes in self._fires.items():
+            found = fires.get(label)
+            if not found and not episodes.open:
+                continue
+            active: dict[Hashable, dict[str, Any]] = {}
+            confidence: dict[Hashable, float] = {}
+            if found:
+                areas = [(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in found]
+                largest = int(np.argmax(areas))
+                active[label] = {"track_id": None, "zone": None, "box": found[largest].box, "episode": label,
+                                 "attributes": {"area_ratio": round(areas[largest] / frame_area, 5),
+                                                "count": len(found)}}
+                confidence[label] = max(d.confidence for d in found)
+            findings += [self._fire_finding(tr) for tr in episodes.step(t, active, confidence)]
+        return findings
 
     # ------------------------------------------------------------------ findings
 

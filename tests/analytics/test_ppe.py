@@ -431,11 +431,31 @@ def test_a_fire_hidden_for_seconds_by_someone_in_front_of_it_stays_one_alarm():
     assert start_end(run.events) == [("start", 1.0, None), ("end", 1.0, 11.8)]
 
 
+@pytest.mark.parametrize(("label", "every", "started"), [
+    ("smoke", 3, 1.0), ("smoke", 4, None), ("fire", 4, 1.0), ("fire", 16, None)])
+def test_smoke_must_be_seen_in_nearly_every_frame_to_be_confirmed_fire_may_hide(
+        label: str, every: int, started: float | None):
+    """Seen in one frame out of ``every`` from 1 s: smoke, which stays in sight under the ceiling, is
+    confirmed with gaps of two frames (0.6 s) at most; a fire low in the room, which passers-by hide,
+    with gaps of 3 s."""
+    def scene(t: float) -> list[Detection]:
+        i = round(t * FPS)
+        return [Detection(label, 0.5, (100, 100, 200, 200))] if i >= 5 and (i - 5) % every == 0 else []
+
+    run = Run(PpeSettings(required=[])).feed(scripted(10, scene)).close()
+    starts = [e.attributes["stream_time_s"] for e in run.events if e.phase == "start"]
+    assert starts == ([] if started is None else [started]), start_end(run.events)
+    assert all(e.kind == f"{label}.detected" for e in run.events)
+
+
 def test_settings_refuse_half_a_hygiene_sequence_and_unknown_keys():
     with pytest.raises(ValidationError, match="go together"):
         PpeSettings(clean_zone="clean")
     with pytest.raises(ValidationError):
         PpeSettings(requird=["mask"])
+    with pytest.raises(ValidationError, match="not fire labels"):
+        PpeSettings(label_timing={"smok": TimingSettings(start_after_s=1.0)})
+    assert PpeSettings(fire_labels=["fire"]).fire_timing_of("fire").confirm_gap_s == 3.0  # no smoke model
     assert PpeSettings().fire_timing.start_after_s == 1.0 and PpeSettings().timing.start_after_s == 2.0
 
 
