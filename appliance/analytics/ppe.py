@@ -769,8 +769,8 @@ class PpeRules:
         """Two people whose tracker ids swapped (crossing, one behind the other) show each other's
         situations: one continues the other's reported situation, the other would start a new one with
         the same items. Someone who lacks the items of a reported situation that nobody shows now, whose
-        own person went on to show another reported one (or is out of sight), near where it was last
-        seen, continues it (rather than a situation not reported yet)."""
+        own person went on to show another reported one (or seems to lack nothing, or is out of sight),
+        near where it was last seen, continues it (rather than a situation not reported yet)."""
         episodes = self._missing.open
         shown_by = {lacking[k].person_id: key for k, key in shows.items()}
         for k, lack in enumerate(lacking):
