@@ -329,10 +329,19 @@ ANALYTICS_SCENES: dict[str, tuple[list[str], dict[str, Any]]] = {
     # the same, the people also tracked by their looks (the frame's pixels: a still 1080p frame here)
     "ppe+looks": (["person", "helmet", "mask", "gloves", "gown"], {
         "ppe": {"wash_zone": "wash", "clean_zone": "clean"}, "tracker": {"appearance_labels": ["person"]}}),
+    # the same, each person's items named by the item classifier from their crop (6 people a frame)
+    "ppe+items": (["person", "helmet", "mask", "gloves", "gown"], {
+        "ppe": {"wash_zone": "wash", "clean_zone": "clean", "item_check": {"model": "ppe_items"}},
+        "tracker": {"appearance_labels": ["person"]}}),
     "animals": (["rodent", "rearing"], {"animals": {"cage_zone": "cage", "expected_animals": 30},
                                         "tracker": {"label_groups": [["rodent", "rearing"]]}}),
     "presence": (["person", "cart"], {"presence": {"max_dwell_s": {"wash": 5.0}}}),  # every zone and line
 }
+
+
+ITEM_MODEL = {"id": "ppe_items", "onnx": str(REPO / "engines" / "ppe_items.onnx"),
+              "labels": str(REPO / "engines" / "ppe_items.labels"), "input": {"width": 64, "height": 128},
+              "parser": "attributes", "confidence": 0.5}
 
 
 def run_analytics(objects: int = 30, frames: int = 600, repeats: int = 5) -> dict[str, float]:
@@ -342,6 +351,7 @@ def run_analytics(objects: int = 30, frames: int = 600, repeats: int = 5) -> dic
     from appliance.analytics.assembly import analytics_for, tracker_for
     from appliance.clock import SystemClock
     from appliance.events.factory import EventFactory
+    from appliance.inference.onnx_engine import load_engine
     from appliance.metrics import ApplianceMetrics
     from appliance.types import Detection
 
@@ -349,7 +359,8 @@ def run_analytics(objects: int = 30, frames: int = 600, repeats: int = 5) -> dic
     rng = np.random.default_rng(0)
     warm = 50
     for use_case, (labels, rules) in ANALYTICS_SCENES.items():
-        config = ApplianceConfig.model_validate({"sources": [{
+        crops = "item_check" in rules.get("ppe", {})
+        config = ApplianceConfig.model_validate({"models": [ITEM_MODEL] if crops else [], "sources": [{
             "id": "bench", "uri": "test://ball", "analyze_fps": 5, "rules": rules,
             "lines": [{"id": "inspection", "points": [[0.5, 0], [0.5, 1]]}],
             "zones": [{"id": z, "polygon": p} for z, p in (
@@ -364,13 +375,14 @@ def run_analytics(objects: int = 30, frames: int = 600, repeats: int = 5) -> dic
             xy = (start + f * speed) % [1800, 1000]
             detections = [Detection(label_of[i], 0.9, (x, y, x + 60, y + 80)) for i, (x, y) in enumerate(xy.tolist())]
             results.append(FrameResult("bench", f, int(f * 2e8), time.time(), 1920, 1080, detections))
-        # looks are described from the frame's planes, as in the pipeline
-        picture = _source_frame() if rules.get("tracker", {}).get("appearance_labels") else None
+        # looks are described, and crops read, from the frame's planes, as in the pipeline
+        picture = _source_frame() if rules.get("tracker", {}).get("appearance_labels") or crops else None
+        second_stage = {m.id: load_engine(m, threads=1) for m in config.models}
         whole, tracking = [], []
         for _ in range(repeats):
             events: list[object] = []
             analytics = analytics_for(config, config.sources[0], EventFactory("bench", "1", SystemClock()),
-                                      events.append, ApplianceMetrics())
+                                      events.append, ApplianceMetrics(), second_stage=second_stage)
             tracker = tracker_for(config.sources[0])
             for r in results[:warm]:
                 analytics.process(r, picture)  # type: ignore[arg-type]
@@ -383,6 +395,8 @@ def run_analytics(objects: int = 30, frames: int = 600, repeats: int = 5) -> dic
             for r in results[warm:]:
                 tracker.update(r.detections)
             tracking.append((time.perf_counter() - began) / (frames - warm))
+        for engine in second_stage.values():
+            engine.close()
         figures[use_case] = min(whole) * 1000
         print(f"analytics {use_case:9} {objects} tracked objects: {min(whole) * 1000:.3f} ms per frame, best of "
               f"{repeats} runs (median {float(np.median(whole)) * 1000:.3f}; tracking {min(tracking) * 1000:.3f} ms, "

@@ -3,7 +3,7 @@
 
     python tools/evaluate_events.py [--cases production,anomaly,tools,cleanroom,cage] [--seeds 9500,9600-9609]
                                     [--duration 40] [--out var/eval] [--json F] [--detections model|truth]
-                                    [--engines DIR]
+                                    [--engines DIR] [--items crops|detector]
 
 Each scenario is rendered to H.264 from a held-out seed, run through the real
 appliance (GStreamer decode, the demo models, tracking, rules) with the file read
@@ -16,7 +16,9 @@ delay (grace, confirmation) plus one second. A situation that begins within that
 target of the clip's end cannot be reported in time, one shorter than the start
 delay must not be reported: neither is scored. ``--detections truth`` feeds the
 truth boxes to tracking and rules instead (no video, no model); ``--engines DIR`` runs
-the models in DIR (a retrained detector) in place of the shipped ones.
+the models in DIR (a retrained detector) in place of the shipped ones; ``--items
+detector`` gives the clean room's people the detector's items by where they lie, in
+place of the item classifier's verdicts on their crops.
 """
 
 from __future__ import annotations
@@ -144,17 +146,20 @@ def model_file(engines: Path, name: str) -> Path:
 
 
 def second_stage_model(name: str, parser: str, confidence: float, engines: Path = ENGINES) -> dict[str, Any]:
-    """The config of a crop model in ``engines`` (its input size from the ONNX file)."""
-    onnx = model_file(engines, name)
+    """The config of a crop model in ``engines``, or the shipped one where ``engines`` (a retrained
+    detector) has none (its input size from the ONNX file)."""
+    onnx = model_file(engines if (engines / f"{name}.onnx").is_file() else ENGINES, name)
     width, height = onnx_input_size(onnx)
     return {"id": name, "onnx": str(onnx), "labels": str(onnx.with_suffix(".labels")),
             "input": {"width": width, "height": height}, "parser": parser, "confidence": confidence}
 
 
 def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path,
-                    engines: Path = ENGINES) -> ApplianceConfig:
+                    engines: Path = ENGINES, crops: bool = True) -> ApplianceConfig:
     """The appliance's config for one scenario: its clip (None: a test pattern in its place, for a run that
-    feeds the analytics itself), the models in ``engines`` (the shipped ones by default), the zones and rules."""
+    feeds the analytics itself), the models in ``engines`` (the shipped ones by default), the zones and rules;
+    ``crops``: the clean room's items named by the item classifier from each person's crop (else the
+    detector's items, given to people by where they lie)."""
     onnx = model_file(engines, case.model)
     width, height = onnx_input_size(onnx)
     model = {
@@ -184,6 +189,9 @@ def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path,
         source["zones"] = [{"id": name, "polygon": [list(p) for p in poly], "normalized": False}
                            for name, poly in scene.zones.items()]  # type: ignore[attr-defined]
         source["rules"]["ppe"] = {"wash_zone": "wash", "clean_zone": "clean"}
+        if crops:
+            source["rules"]["ppe"]["item_check"] = {"model": "ppe_items"}
+            models.append(second_stage_model("ppe_items", "attributes", 0.5, engines))
         source["rules"]["tracker"] = {"appearance_labels": ["person"]}
         # who stands in the clean zone, for how long (not scored here: the end-to-end test checks the stays)
         source["rules"]["presence"] = {"labels": ["person"], "zones": ["clean"]}
@@ -335,13 +343,14 @@ def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, T
     return tallies
 
 
-def run_scenario(case: Case, seed: int, duration: float, out: Path, engines: Path = ENGINES) -> dict[str, Tally]:
+def run_scenario(case: Case, seed: int, duration: float, out: Path, engines: Path = ENGINES,
+                 crops: bool = True) -> dict[str, Tally]:
     scene = case.make(seed, duration)
     name = f"{case.name}-{seed}"
     clip = render(name, scene, out)
     events_path = out / f"{name}.events.jsonl"
     events_path.unlink(missing_ok=True)
-    app = Appliance(scenario_config(case, scene, clip, events_path, engines))
+    app = Appliance(scenario_config(case, scene, clip, events_path, engines, crops))
     app.start()
     try:
         app.run(duration=30 * duration)
@@ -363,7 +372,7 @@ def run_on_truth(case: Case, seed: int, duration: float) -> dict[str, Tally]:
         raise ValueError(f"{case.name}: its events come from a second-stage model; truth detections are "
                          f"for {', '.join(TRUTH_CASES)}")
     scene = case.make(seed, duration)
-    config = scenario_config(case, scene, None, Path("truth.jsonl"))
+    config = scenario_config(case, scene, None, Path("truth.jsonl"), crops=False)  # the truth's own items
     source = config.sources[0]
     emitted: list[Event] = []
     analytics = analytics_for(config, source, EventFactory(config.device.id, "truth", ManualClock()),
@@ -377,14 +386,14 @@ def run_on_truth(case: Case, seed: int, duration: float) -> dict[str, Tally]:
 
 
 def evaluate(cases: list[str], seeds: list[int], duration: float, out: Path,
-             truth: bool = False, engines: Path = ENGINES) -> dict[str, dict[str, Tally]]:
+             truth: bool = False, engines: Path = ENGINES, crops: bool = True) -> dict[str, dict[str, Tally]]:
     report: dict[str, dict[str, Tally]] = {}
     for name in cases:
         case = CASES[name]
         totals = {kind: Tally() for kind in case.kinds}
         for seed in seeds:
             scored = (run_on_truth(case, seed, duration) if truth
-                      else run_scenario(case, seed, duration, out, engines))
+                      else run_scenario(case, seed, duration, out, engines, crops))
             for kind, tally in scored.items():
                 totals[kind].add(tally)
         report[name] = totals
@@ -426,9 +435,13 @@ def main() -> int:
     parser.add_argument("--detections", choices=("model", "truth"), default="model",
                         help="truth: the truth boxes stand in for the video and the model (production, cleanroom, "
                              "cage), to see what tracking and rules make of perfect detections")
+    parser.add_argument("--items", choices=("crops", "detector"), default="crops",
+                        help="the clean room's items: named by the ppe_items classifier from each person's crop, "
+                             "or the detector's, given to people by where they lie")
     args = parser.parse_args()
     report = evaluate([c for c in args.cases.split(",") if c], args.seeds,
-                      args.duration, args.out, truth=args.detections == "truth", engines=args.engines)
+                      args.duration, args.out, truth=args.detections == "truth", engines=args.engines,
+                      crops=args.items == "crops")
     for line in table(report):
         print(line)
     if args.json:

@@ -11,11 +11,12 @@ from appliance.analytics.inspection import AnomalyInspector, CropClassifier
 from appliance.analytics.ppe import PpeRules
 from appliance.analytics.presence import PresenceRules
 from appliance.analytics.stream import EventSink, StreamAnalytics
+from appliance.analytics.wearing import WornItems
 from appliance.config.schema import ApplianceConfig, ModelConfig, SourceConfig
 from appliance.events.factory import EventFactory
 from appliance.events.snapshots import SnapshotStore
 from appliance.inference.anomaly import AnomalyParser
-from appliance.inference.classify import ClassifierParser
+from appliance.inference.classify import AttributeParser, ClassifierParser
 from appliance.inference.engine import Engine
 from appliance.metrics import ApplianceMetrics
 from appliance.tracking.tracker import Tracker, TrackerSettings
@@ -68,7 +69,12 @@ def rules_for(
                                         tool_check.crop_margin, model.confidence)
         rules.append(DefectRules(configured.defects, source.id, metrics, inspector, classifier))
     if configured.ppe is not None:
-        rules.append(PpeRules(configured.ppe, source.id))
+        worn_items = None
+        if configured.ppe.item_check is not None:
+            model, engine = _second_stage(source, configured.ppe.item_check.model, config, second_stage)
+            worn_items = WornItems(engine, AttributeParser(model.label_names(), model.id),
+                                   configured.ppe.item_check.crop_margin, model.confidence)
+        rules.append(PpeRules(configured.ppe, source.id, worn_items))
     if configured.animals is not None:
         rules.append(AnimalRules(configured.animals, source.id))
     if configured.presence is not None:

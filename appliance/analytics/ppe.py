@@ -1,11 +1,13 @@
 """PPE and safety rules: missing or wrongly worn protective equipment, the hygiene
 sequence (wash station before the clean zone), fire and smoke.
 
-Each analyzed frame, the item detections (helmet, mask, gloves …) are given to the
-person tracks they fit best, vectorised over items × people: head items must lie in
-the top of the person's box, a gown must cover the torso band, other items (gloves)
-lie in the box widened a little; an item that fits several people goes to the one
-whose expected spot for it is nearest (in units of each person's box).
+Each analyzed frame, either a classifier names the items each person wears from
+their crop (``item_check``: ``appliance.analytics.wearing``), or the item detections
+(helmet, mask, gloves …) are given to the person tracks they fit best, vectorised
+over items × people: head items must lie in the top of the person's box, a gown must
+cover the torso band, other items (gloves) lie in the box widened a little; an item
+that fits several people goes to the one whose expected spot for it is nearest (in
+units of each person's box).
 
 An item that fits two people about as well (side by side, one's glove lies in the
 other's box at the same height) is given to one of them but is *contested*: it keeps
@@ -43,7 +45,8 @@ from scipy.optimize import linear_sum_assignment
 from appliance.analytics.base import Finding, FrameView, TimingSettings
 from appliance.analytics.geometry import ZoneTable, anchor_points
 from appliance.analytics.lifecycle import TIME_SLACK, Episode, EpisodeTracker, Transition
-from appliance.config.base import Strict
+from appliance.analytics.wearing import WornItems
+from appliance.config.base import Identifier, Strict
 from appliance.types import Box, Detection, Track
 
 log = logging.getLogger(__name__)
@@ -70,11 +73,20 @@ _CONTESTED = 0.05  # an item fits another person this close to as well as its ow
 _EDGE = 0.01  # a box this close to the frame's border (fraction of its size) touches it
 
 
+class ItemCheckSettings(Strict):
+    """Each person's items named by a classifier from their crop, in place of the detector's items given to
+    people by where they lie (``appliance.analytics.wearing``)."""
+
+    model: Identifier  # a model with parser: attributes; its labels are items (and the improper label)
+    crop_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.06  # above and below the box, of its height (as trained)
+
+
 class PpeSettings(Strict):
     """``sources[].rules.ppe``: what each person must wear, the hygiene sequence, fire and smoke."""
 
     person_label: str = "person"
     required: list[str] = ["helmet", "mask", "gloves", "gown", "goggles"]
+    item_check: ItemCheckSettings | None = None
     # zone id -> the items required while a person's feet are in it (replaces ``required``; a person
     # standing in several such zones needs the items of all of them)
     zone_required: dict[str, list[str]] = {}
@@ -147,6 +159,14 @@ class PpeSettings(Strict):
     def fire_timing_of(self, label: str) -> TimingSettings:
         """The grace, confirmation and end hysteresis of ``<label>.detected``."""
         return self.label_timing.get(label, self.fire_timing)
+
+    def items(self) -> list[str]:
+        """The items followed on each person, sorted: every one required anywhere, and the wrongly-wearable one."""
+        return sorted({*self.required, *(i for zone in self.zone_required.values() for i in zone), self.improper_item})
+
+    def item_labels(self) -> set[str]:
+        """The labels that stand for an item the rules follow (an item classifier must name one)."""
+        return set(self.items()) | ({self.improper_label} if self.improper_label is not None else set())
 
 
 @dataclass
@@ -269,15 +289,13 @@ class _ItemTable:
 class PpeRules:
     """The ``Rules`` of the ppe / safety use case for one stream."""
 
-    def __init__(self, settings: PpeSettings, stream_id: str) -> None:
+    def __init__(self, settings: PpeSettings, stream_id: str, worn_items: WornItems | None = None) -> None:
+        if (settings.item_check is None) != (worn_items is None):
+            raise ValueError("item_check and an item classifier go together")
         self.settings = s = settings
         self.stream_id = stream_id
-        # Items tracked per person: everything required anywhere, and the wrongly-wearable one.
-        items: list[str] = []
-        for item in [*s.required, *(i for zone in s.zone_required.values() for i in zone), s.improper_item]:
-            if item not in items:
-                items.append(item)
-        self._items = items = sorted(items)  # so that missing and required lists come sorted
+        self.worn_items = worn_items
+        self._items = items = s.items()  # sorted, so that missing and required lists come sorted
         index = {item: k for k, item in enumerate(items)}
         self._default_required = np.isin(items, s.required)
         self._zone_required = {zone: np.isin(items, need) for zone, need in s.zone_required.items()}
@@ -315,6 +333,7 @@ class PpeRules:
         self._frame_s = 0.0  # the interval between analyzed frames, as last seen
         self._frame_size = (0, 0)  # the stream's frames' width and height, as last seen
         self._warned_zones = False
+        self._warned_pixels = False
         self._zone_table: ZoneTable | None = None
         self._required_columns: list[tuple[int, np.ndarray]] = []
         self._wash_column: int | None = None
@@ -340,7 +359,14 @@ class PpeRules:
         persons = [track for track in view.tracks if track.label == self.settings.person_label]
         items, fires = self._split(view.result.detections)
         boxes = np.array([p.box for p in persons], dtype=np.float64).reshape(-1, 4)
-        present, contested, improper = self._associate(boxes, items)
+        if self.worn_items is not None and view.image is not None:
+            present, contested, improper = self._classified(view, persons)
+        else:
+            if self.worn_items is not None and not self._warned_pixels:
+                self._warned_pixels = True
+                log.warning("stream %s: the backend keeps no frames to crop; the ppe rules give the detector's "
+                            "items to people instead of asking %s", self.stream_id, self.worn_items.engine.name)
+            present, contested, improper = self._associate(boxes, items)
         people = self._identities(persons, boxes, t)
         findings = self._observe_people(view, t, persons, people, boxes, present, contested, improper)
         findings += self._observe_fire(view, t, fires)
@@ -362,6 +388,24 @@ class PpeRules:
         return findings
 
     # ------------------------------------------------------------------ association
+
+    def _classified(self, view: FrameView, persons: list[Track]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like ``_associate``, from the item classifier's verdicts on each person's crop (cut around the
+        box the detector saw): nobody's item is contested, each crop is one person's."""
+        assert self.worn_items is not None and view.image is not None
+        count = len(persons)
+        present = np.zeros((count, len(self._items)), dtype=bool)
+        improper = np.zeros(count, dtype=bool)
+        if count:
+            boxes = np.array([p.detected or p.box for p in persons], dtype=np.float64)
+            said = self.worn_items.probabilities(view.sample, view.image.size, boxes) >= self.worn_items.threshold
+            for column, label in enumerate(self.worn_items.labels):
+                spec = self._labels.get(label)
+                if spec is not None:
+                    present[:, spec[0]] |= said[:, column]
+                    if spec[2]:
+                        improper |= said[:, column]
+        return present, np.zeros_like(present), improper
 
     def _split(self, detections: list[Detection]) -> tuple[list[tuple[Detection, int, int, bool]],
                                                            dict[str, list[Detection]]]:

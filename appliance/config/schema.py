@@ -77,8 +77,9 @@ class ModelConfig(Strict):
     labels: Path | list[str]
     input: InputSize
     # yolo*: full-frame detectors; second stages that look at crops the rules choose: anomaly scores
-    # parts (anomalib's outputs), classify names a crop's kind ([N, C], e.g. a tool's state)
-    parser: Literal["yolov8", "yolov5", "yolo_end2end", "anomaly", "classify"] = "yolov8"
+    # parts (anomalib's outputs), classify names a crop's kind ([N, C], e.g. a tool's state), attributes
+    # gives each label its own probability ([N, C], e.g. the items a person wears)
+    parser: Literal["yolov8", "yolov5", "yolo_end2end", "anomaly", "classify", "attributes"] = "yolov8"
     input_name: str | None = None
     confidence: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
     # label -> its own threshold, in place of ``confidence`` (nvinfer's per-class pre-cluster-threshold):
@@ -122,7 +123,7 @@ class ModelConfig(Strict):
     @property
     def second_stage(self) -> bool:
         """Runs on crops the rules choose, not on whole frames."""
-        return self.parser in ("anomaly", "classify")
+        return self.parser in ("anomaly", "classify", "attributes")
 
     def label_names(self) -> list[str]:
         if isinstance(self.labels, list):
@@ -400,14 +401,25 @@ class ApplianceConfig(Strict):
                         ("sources", index, "models", position),
                         "second_stage_model",
                         "model '{ref}' looks at crops, not frames: name it in rules.defects.anomaly.model "
-                        "(anomaly) or rules.defects.tool_check.model (classify)",
+                        "(anomaly), rules.defects.tool_check.model (classify) or rules.ppe.item_check.model "
+                        "(attributes)",
                         ref=ref,
                     )
-            defects = source.rules.defects
+            defects, ppe = source.rules.defects, source.rules.ppe
             if defects is not None and defects.anomaly is not None:
-                self._second_stage_ref(index, "anomaly", defects.anomaly.model, "anomaly")
+                self._second_stage_ref(index, ("defects", "anomaly"), defects.anomaly.model, "anomaly")
+            if ppe is not None and ppe.item_check is not None:
+                items = self._second_stage_ref(index, ("ppe", "item_check"), ppe.item_check.model, "attributes")
+                if not set(items.label_names()) & ppe.item_labels():
+                    raise error_at(
+                        ("sources", index, "rules", "ppe", "item_check", "model"),
+                        "no_ppe_items",
+                        "model '{ref}' names none of the items the ppe rules follow ({items})",
+                        ref=items.id, items=", ".join(sorted(ppe.item_labels())),
+                    )
             if defects is not None and defects.tool_check is not None:
-                classifier = self._second_stage_ref(index, "tool_check", defects.tool_check.model, "classify")
+                classifier = self._second_stage_ref(index, ("defects", "tool_check"), defects.tool_check.model,
+                                                    "classify")
                 states = set(defects.tool_labels.values()) | set(classifier.label_names())
                 unknown = sorted(set(defects.ok_states) - states)
                 if unknown:
@@ -429,12 +441,13 @@ class ApplianceConfig(Strict):
                 )
         return self
 
-    def _second_stage_ref(self, index: int, key: str, ref: str, parser: str) -> ModelConfig:
-        """The model ``rules.defects.<key>.model`` of source ``index`` names, which must have ``parser``."""
+    def _second_stage_ref(self, index: int, where: tuple[str, str], ref: str, parser: str) -> ModelConfig:
+        """The model ``rules.<rules>.<key>.model`` of source ``index`` names (``where``: rules, key),
+        which must have ``parser``."""
         by_id = {m.id: m for m in self.models}
         if ref not in by_id or by_id[ref].parser != parser:
             raise error_at(
-                ("sources", index, "rules", "defects", key, "model"),
+                ("sources", index, "rules", *where, "model"),
                 f"unknown_{parser}_model",
                 "'{ref}' is not a model with parser: {parser} (defined: {known})",
                 ref=ref, parser=parser,

@@ -1,4 +1,5 @@
-"""Image classifier outputs -> one label and its probability per crop.
+"""Image classifier outputs -> one label and its probability per crop, or each label's own
+probability per crop.
 
 A classifier is a second-stage model: the rules give it the crop of something a
 detector found and it says *which kind* it is (the tool station's ``tool_states``
@@ -8,6 +9,11 @@ Ultralytics' ``-cls`` and torchvision exports share:
 * one output ``[N, C]``, ``C`` = the number of labels, one row per crop; rows that
   are probabilities (non-negative, summing to 1) are used as they are, other rows
   are read as logits and normalised with a softmax.
+
+An attribute model (``parser: attributes``) has the same layout, but each label is a
+yes-or-no question of its own (the ``ppe_items`` model: does this person wear a
+helmet, a mask, gloves …): values in 0..1 are probabilities, a row with any value
+outside is read as logits, each through a sigmoid.
 
 Configuration (the crops come from ``rules.defects.tool_check``)::
 
@@ -48,7 +54,7 @@ def _shape_text(shape: Sequence[object]) -> str:
 
 
 class ClassifierParser:
-    """Checks a model for the ``[N, C]`` layout and parses its output."""
+    """Checks a model for the ``[N, C]`` layout and parses its output: one label per row."""
 
     def __init__(self, labels: Sequence[str], model_name: str) -> None:
         if not labels:
@@ -69,12 +75,16 @@ class ClassifierParser:
         if not fits or not first.dtype.startswith("float"):
             raise self._mismatch(f"{first.name!r} {_shape_text(first.shape)} {first.dtype}")
 
-    def parse(self, outputs: Sequence[np.ndarray]) -> list[Classification]:
-        """One classification per batch item of the first output."""
+    def scores(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        """The first output as ``[N, C]`` float64, refused if it has another shape."""
         scores = np.asarray(outputs[0], dtype=np.float64)
         if scores.ndim != 2 or scores.shape[1] != len(self.labels):
             raise self._mismatch(_shape_text(scores.shape))
-        return [self._one(row) for row in scores]
+        return scores
+
+    def parse(self, outputs: Sequence[np.ndarray]) -> list[Classification]:
+        """One classification per batch item of the first output."""
+        return [self._one(row) for row in self.scores(outputs)]
 
     def _one(self, row: np.ndarray) -> Classification:
         if not (row.min() >= 0.0 and abs(row.sum() - 1.0) <= PROBABILITY_TOLERANCE):
@@ -82,3 +92,15 @@ class ClassifierParser:
             row = shifted / shifted.sum()
         best = int(np.argmax(row))
         return Classification(self.labels[best], float(row[best]), tuple(float(v) for v in row))
+
+
+class AttributeParser(ClassifierParser):
+    """The ``[N, C]`` layout read as C independent probabilities per row (multi-label)."""
+
+    def probabilities(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        """``[N, C]`` each label's probability; a row with values outside 0..1 holds logits."""
+        scores = self.scores(outputs)
+        logits = ((scores < 0.0) | (scores > 1.0)).any(axis=1)
+        if logits.any():
+            scores[logits] = 1.0 / (1.0 + np.exp(-scores[logits]))
+        return scores

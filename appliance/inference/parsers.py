@@ -265,13 +265,15 @@ def check_outputs(model: ModelConfig, engine: Engine, where: str) -> Engine:
     """``engine`` when its outputs fit ``model``'s parser; else it is closed and refused
     (``ModelMismatch``, expected and found, and ``where`` the file is)."""
     from appliance.inference.anomaly import AnomalyParser
-    from appliance.inference.classify import ClassifierParser
+    from appliance.inference.classify import AttributeParser, ClassifierParser
 
     parser: Parser | AnomalyParser | ClassifierParser
     if model.parser == "anomaly":
         parser = AnomalyParser(model.confidence, model.id)
     elif model.parser == "classify":
         parser = ClassifierParser(model.label_names(), model.id)
+    elif model.parser == "attributes":
+        parser = AttributeParser(model.label_names(), model.id)
     else:
         parser = parser_for(model)
     try:

@@ -131,5 +131,6 @@ def test_another_model_pack_can_stand_in_for_the_shipped_one(tmp_path) -> None:
         (tmp_path / name).write_bytes((ENGINES / name).read_bytes())
     config = scenario_config(case, scene, None, tmp_path / "e.jsonl", engines=tmp_path)
     assert config.models[0].onnx == tmp_path / "ppe.onnx"
+    assert config.models[1].onnx == ENGINES / "ppe_items.onnx"  # a second stage the pack lacks: the shipped one
     with pytest.raises(FileNotFoundError, match="animals.onnx: the scenario needs the animals model"):
         scenario_config(CASES["cage"], CASES["cage"].make(9500, 1.0), None, tmp_path / "e.jsonl", engines=tmp_path)

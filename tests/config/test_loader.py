@@ -628,6 +628,37 @@ def test_the_tool_check_names_a_classifier_whose_labels_are_states(site: Path) -
     assert "clean, damaged, dirty" in problem.reason
 
 
+ITEM_CHECK_SOURCE = MODEL + """\
+  - id: ppe_items
+    onnx: model.onnx
+    labels: [helmet, mask, mask_improper, gloves, gown, goggles]
+    input: {width: 64, height: 128}
+    parser: attributes
+sources:
+  - id: cleanroom
+    uri: test://ball
+    rules:
+      ppe:
+        item_check: {model: ppe_items}
+"""  # lines 1-16
+
+
+def test_the_item_check_names_an_attribute_model_of_the_items(site: Path) -> None:
+    config = load_config(write(site, ITEM_CHECK_SOURCE))
+    assert [m.id for m in config.models_for(config.sources[0])] == ["detector"]  # the crops are the rules' business
+    ppe = config.sources[0].rules.ppe
+    assert ppe is not None and ppe.item_check is not None and ppe.item_check.crop_margin == 0.06
+    path = write(site, ITEM_CHECK_SOURCE.replace("{model: ppe_items}", "{model: detector}"))
+    problem = assert_only_problem(path, 16, "sources.0.rules.ppe.item_check.model",
+                                  "'detector' is not a model with parser: attributes")
+    assert "(defined: ppe_items)" in problem.reason
+    path = write(site, ITEM_CHECK_SOURCE.replace("[helmet, mask, mask_improper, gloves, gown, goggles]",
+                                                 "[hat, scarf]"))
+    problem = assert_only_problem(path, 16, "sources.0.rules.ppe.item_check.model",
+                                  "model 'ppe_items' names none of the items the ppe rules follow")
+    assert "gloves, goggles, gown, helmet, mask, mask_improper" in problem.reason
+
+
 def test_a_class_s_own_threshold_names_a_label_of_the_model(site: Path) -> None:
     text = MODEL + """\
     class_confidence: {crack: 0.1%s}

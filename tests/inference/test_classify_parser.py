@@ -1,4 +1,5 @@
-"""The classifier layout ``[N, C]``: checked against the labels, probabilities kept, logits normalised."""
+"""The classifier layout ``[N, C]``: checked against the labels, probabilities kept, logits normalised (one
+label per row), or each label's own probability (attributes)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.inference.classify import ClassifierParser
+from appliance.inference.classify import AttributeParser, ClassifierParser
 from appliance.inference.engine import ModelMismatch, TensorSpec
 from tests.inference.onnx_models import model_config, switch_model
 
@@ -51,3 +52,28 @@ def test_load_engine_checks_a_classifier_against_its_labels(tmp_path: Path) -> N
         engine.close()
     with pytest.raises(ModelMismatch, match=r"expected one output \[N, 2\]"):
         load_engine(model_config(path, ["clean", "dirty"], 96, parser="classify"))
+
+
+def test_attributes_are_each_labels_own_probability_and_logits_go_through_a_sigmoid() -> None:
+    parser = AttributeParser(["helmet", "mask", "gloves"], "items")
+    rows = np.array([[0.9, 0.8, 0.1], [0.0, -2.0, 3.0]], dtype=np.float32)
+    probabilities = parser.probabilities([rows])
+    assert probabilities[0] == pytest.approx([0.9, 0.8, 0.1])  # not normalised: a person wears several
+    assert probabilities[1] == pytest.approx([0.5, 1 / (1 + np.exp(2.0)), 1 / (1 + np.exp(-3.0))])
+    with pytest.raises(ModelMismatch, match=r"found \[2, 2\]"):
+        parser.probabilities([np.zeros((2, 2), np.float32)])
+
+
+def test_load_engine_checks_an_attribute_model_against_its_labels(tmp_path: Path) -> None:
+    from appliance.inference.onnx_engine import load_engine
+
+    path = switch_model(tmp_path / "items.onnx", np.array([0.0, 0.25]), np.array([1.0, 0.75]), size=32)
+    engine = load_engine(model_config(path, ["helmet", "gown"], 32, parser="attributes"))
+    try:
+        white = np.ones((1, 3, 32, 32), np.float32)
+        assert AttributeParser(["helmet", "gown"], "items").probabilities(engine.infer(white))[0] == \
+            pytest.approx([1.0, 0.75])
+    finally:
+        engine.close()
+    with pytest.raises(ModelMismatch, match=r"expected one output \[N, 3\]"):
+        load_engine(model_config(path, ["helmet", "gown", "mask"], 32, parser="attributes"))

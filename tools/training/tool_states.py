@@ -181,17 +181,22 @@ def probabilities(model: StateNet, images: np.ndarray, chunk: int = 256) -> np.n
 
 # -- export -----------------------------------------------------------------------
 
-def export_onnx(model: StateNet, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``model`` as ONNX (opset 17): ``images`` ``[N, 3, SIZE, SIZE]`` -> ``output0`` ``[N, 3]``
-    probabilities; batch norm folded into the convolutions; ``metadata`` into ``metadata_props``."""
-    g = GraphBuilder()
-    x = INPUT_NAME
-    for k, block in enumerate(model.blocks):
+def export_blocks(g: GraphBuilder, blocks: nn.Sequential, x: str) -> str:
+    """The 3x3 convolution blocks (batch norm folded in, ReLU) as ONNX nodes on ``x``; their output."""
+    for k, block in enumerate(blocks):
         weight, bias = _folded(block)
         stride = int(block[0].stride[0])
         conv = g.node("Conv", [x, g.const(f"b{k}.weight", weight), g.const(f"b{k}.bias", bias)], f"b{k}.conv",
                       kernel_shape=[3, 3], strides=[stride, stride], pads=[1, 1, 1, 1])
         x = g.node("Relu", [conv], f"b{k}")
+    return x
+
+
+def export_onnx(model: StateNet, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model`` as ONNX (opset 17): ``images`` ``[N, 3, SIZE, SIZE]`` -> ``output0`` ``[N, 3]``
+    probabilities; batch norm folded into the convolutions; ``metadata`` into ``metadata_props``."""
+    g = GraphBuilder()
+    x = export_blocks(g, model.blocks, INPUT_NAME)
     pooled = g.node("Flatten", [g.node("GlobalAveragePool", [x], "pool")], "flat", axis=1)
     head = model.head
     logits = g.node("Gemm", [pooled, g.const("head.weight", head.weight.detach().numpy().astype(np.float32)),
