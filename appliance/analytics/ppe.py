@@ -814,9 +814,11 @@ class PpeRules:
         situations: one continues the other's reported situation, the other would start a new one with
         the same items. Someone who lacks the items of a reported situation that nobody shows now, whose
         own person went on to show another reported one (or seems to lack nothing, or is out of sight),
-        near where it was last seen, continues it (rather than a situation not reported yet)."""
+        near where it was last seen, continues it (rather than a situation not reported yet). Someone
+        seen beside its person before they went out of sight is not that person come back."""
         episodes = self._missing.open
         shown_by = {lacking[k].person_id: key for k, key in shows.items()}
+        in_view = {lack.person_id for lack in lacking}
         for k, lack in enumerate(lacking):
             if not lack.names:
                 continue
@@ -831,6 +833,9 @@ class PpeRules:
                 other = episodes.get(shown_by.get(owner))
                 if owner in shown_by and (other is None or not other.started):
                     continue
+                gone = self._people.get(owner)
+                if owner not in in_view and lack.person.renewed < (gone.last_t if gone else episode.last_seen):
+                    continue  # seen beside its person, who walked out of sight: someone else
                 d = self._walked(episode.payload["box"], persons[lack.row].box, t - episode.last_seen)
                 if d <= best_d:
                     best, best_d = key, d

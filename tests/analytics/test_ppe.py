@@ -688,3 +688,18 @@ def test_a_situation_stays_one_event_when_the_tracker_swaps_the_ids_of_people_on
     helmet = [e for e in run.of("ppe.missing_item") if e.attributes["items"] == ["helmet"]]
     assert start_end(helmet) == [("start", 0.0, None), ("end", 0.0, 11.8)]
     assert helmet[1].attributes["box"][0] == 300  # on A
+
+
+def test_someone_seen_beside_a_person_who_walks_out_of_sight_does_not_continue_their_situation():
+    """A (no mask) stands at the door; B (no mask either) walks up beside A at 2 s; A is out of sight
+    from 3 s. B, near where A's reported situation was last seen and lacking the same, is not A come
+    back (both were seen at once): B's own situation starts, dated from when B was first seen."""
+    def at(i: int) -> FrameResult:
+        people = [] if i >= 15 else person(300, 300, drop=("mask",))
+        if i >= 10:
+            people += person(370, 300, drop=("mask",))
+        return frame(i, people)
+
+    run = Run().feed(at(i) for i in range(40)).close()
+    starts = [e for e in run.of("ppe.missing_item") if e.phase == "start"]
+    assert [(e.attributes["box"][0] // 10, e.started_at) for e in starts] == [(30, 1000.0), (37, 1002.0)]
