@@ -141,6 +141,8 @@ class PpeSettings(Strict):
     # Someone who seems to lack nothing just as another person stands against them (less than
     # ``stitch_gap_s`` before) was most likely given that person's items, or those of someone hidden
     # behind them: their reported situation ends only after this long (a lasting change does end it).
+    # Someone who vanishes inside the view is hidden behind someone: their reported situation is kept
+    # this long too, for them to be seen again.
     crowd_end_after_s: Annotated[float, Field(ge=0.0)] = 7.0
 
     @model_validator(mode="after")
@@ -863,18 +865,24 @@ class PpeRules:
         through its whole grace. Returned: those of people hidden in the view, which neither start nor
         lapse till the person is seen again (an event's box and snapshot show the person, not the spot
         where they were last seen); someone last seen at the frame's border walked out of view, and
-        their last box is all there will be."""
+        their last box is all there will be. A reported absence of someone who vanished inside the view
+        (behind someone) neither ends nor goes on for up to ``crowd_end_after_s``: seen again near
+        there, lacking the same, they continue it."""
         held: list[Hashable] = []
         for key, episode in episodes.items():
             person_id = episode.payload["track_id"]
             person = self._people.get(person_id)
-            if (person_id not in seen and key not in active and person is not None
-                    and t - person.last_t <= self.settings.stitch_gap_s
-                    and (episode.started or pending and person.last_t > person.renewed)):
+            if person_id in seen or key in active or person is None:
+                continue
+            away = t - person.last_t
+            if away <= self.settings.stitch_gap_s and (episode.started or pending and person.last_t > person.renewed):
                 if episode.started or person.box is not None and self._at_edge(person.box):
                     active[key] = episode.payload
                 else:
                     held.append(key)
+            elif pending and episode.started and away < self.settings.crowd_end_after_s \
+                    and person.box is not None and not self._at_edge(person.box):
+                held.append(key)  # hidden for longer (no box of their own behind someone): still lacking it
         return held
 
     def _at_edge(self, box: Box) -> bool:

@@ -129,19 +129,22 @@ def test_an_item_taken_off_is_dated_from_its_last_sighting_despite_the_hold():
     assert run.emitted_at[2] == pytest.approx(6.0)
 
 
-@pytest.mark.parametrize(("stitch_gap_s", "end_after_s", "events"), [(2.0, 1.0, 1), (0.0, 1.0, 2), (0.0, 4.0, 1)])
+@pytest.mark.parametrize(("stitch_gap_s", "end_after_s", "crowd_end_after_s", "events"),
+                         [(2.0, 1.0, 0.0, 1), (0.0, 1.0, 0.0, 2), (0.0, 4.0, 0.0, 1), (0.0, 1.0, 7.0, 1)])
 def test_a_person_the_tracker_loses_for_a_moment_keeps_one_event(stitch_gap_s: float, end_after_s: float,
-                                                                 events: int):
+                                                                 crowd_end_after_s: float, events: int):
     """Unseen for a second (behind someone), back 40 px further under a new track id: the same
     person, the same missing mask. Stitching the person's tracks keeps one event; without it, the end
-    hysteresis still does (the situation is continued where it was); without either, a second event."""
+    hysteresis still does (the situation is continued where it was), or keeping the situation of someone
+    who vanished inside the view; without any, a second event."""
     def scene(t: float) -> list[Detection]:
         if 4.0 <= t < 5.0:
             return []
         return person(400 + (40 if t >= 5.0 else 0), 300, drop=("mask",))
 
     timing = TimingSettings(start_after_s=2.0, end_after_s=end_after_s)
-    run = Run(PpeSettings(stitch_gap_s=stitch_gap_s, timing=timing), tracker=TrackerSettings(max_lost_frames=1))
+    run = Run(PpeSettings(stitch_gap_s=stitch_gap_s, timing=timing, crowd_end_after_s=crowd_end_after_s),
+              tracker=TrackerSettings(max_lost_frames=1))
     run.feed(scripted(10, scene)).close()
     starts = [e for e in run.of("ppe.missing_item") if e.phase == "start"]
     assert len(starts) == events, start_end(run.of("ppe.missing_item"))
@@ -703,3 +706,20 @@ def test_someone_seen_beside_a_person_who_walks_out_of_sight_does_not_continue_t
     run = Run().feed(at(i) for i in range(40)).close()
     starts = [e for e in run.of("ppe.missing_item") if e.phase == "start"]
     assert [(e.attributes["box"][0] // 10, e.started_at) for e in starts] == [(30, 1000.0), (37, 1002.0)]
+
+
+def test_someone_hidden_behind_another_for_seconds_keeps_their_reported_situation():
+    """A (no gloves) stands still; at 3 s B stops right in front of A, whom the detector then misses
+    altogether, and walks on at 9.6 s. A, seen again where they stood (with a new track id), still lacks
+    their gloves: one event, not an end after the end hysteresis and a second start."""
+    def at(i: int) -> FrameResult:
+        t = i / FPS
+        people = [] if 3.0 <= t < 9.6 else [(1 if t < 3.0 else 3, person(300, 300, drop=("gloves",)))]
+        if 2.6 <= t < 11.0:  # B walks in from the right, stands, walks on to the right
+            people.append((2, person(300 + 250 * max(3.0 - t, t - 9.6, 0.0), 330)))
+        return tracked(i, people)
+
+    run = BackendRun().feed(at(i) for i in range(75)).close()
+    gloves = run.of("ppe.missing_item")
+    assert [(e.phase, e.attributes["items"]) for e in gloves] == [("start", ["gloves"]), ("end", ["gloves"])]
+    assert gloves[0].attributes["stream_time_s"] == 0.0 and gloves[1].attributes["stream_end_s"] == 14.8
