@@ -865,9 +865,9 @@ class PpeRules:
         through its whole grace. Returned: those of people hidden in the view, which neither start nor
         lapse till the person is seen again (an event's box and snapshot show the person, not the spot
         where they were last seen); someone last seen at the frame's border walked out of view, and
-        their last box is all there will be. A reported absence of someone who vanished inside the view
-        (behind someone) neither ends nor goes on for up to ``crowd_end_after_s``: seen again near
-        there, lacking the same, they continue it."""
+        their last box is all there will be. A reported absence that someone showed as they vanished
+        inside the view (behind someone) neither ends nor goes on for up to ``crowd_end_after_s``: seen
+        again near there, lacking the same, they continue it."""
         held: list[Hashable] = []
         for key, episode in episodes.items():
             person_id = episode.payload["track_id"]
@@ -880,8 +880,9 @@ class PpeRules:
                     active[key] = episode.payload
                 else:
                     held.append(key)
-            elif pending and episode.started and away < self.settings.crowd_end_after_s \
-                    and person.box is not None and not self._at_edge(person.box):
+            elif pending and episode.started and key in (person.situation, person.kept) \
+                    and away < self.settings.crowd_end_after_s and person.box is not None \
+                    and not self._at_edge(person.box):
                 held.append(key)  # hidden for longer (no box of their own behind someone): still lacking it
         return held
 

@@ -723,3 +723,20 @@ def test_someone_hidden_behind_another_for_seconds_keeps_their_reported_situatio
     gloves = run.of("ppe.missing_item")
     assert [(e.phase, e.attributes["items"]) for e in gloves] == [("start", ["gloves"]), ("end", ["gloves"])]
     assert gloves[0].attributes["stream_time_s"] == 0.0 and gloves[1].attributes["stream_end_s"] == 14.8
+
+
+def test_someone_who_put_their_gloves_on_before_being_hidden_has_a_new_situation_when_they_take_them_off():
+    """A lacks gloves, puts them on at 4 s, and is hidden behind B from 5 s to 11 s; seen again, A lacks
+    gloves again. A lacked nothing as they vanished: their first situation ends as usual, and the
+    second is a new event (only an absence someone showed as they vanished is kept for them)."""
+    def at(i: int) -> FrameResult:
+        t = i / FPS
+        people = [] if 5.0 <= t < 11.0 else [
+            (1 if t < 5.0 else 3, person(300, 300, drop=() if 4.0 <= t < 5.0 else ("gloves",)))]
+        if 4.6 <= t < 12.0:  # B walks in from the right, stands, walks on to the right
+            people.append((2, person(300 + 250 * max(5.0 - t, t - 11.0, 0.0), 330)))
+        return tracked(i, people)
+
+    run = BackendRun().feed(at(i) for i in range(80)).close()
+    starts = [e.attributes["stream_time_s"] for e in run.of("ppe.missing_item") if e.phase == "start"]
+    assert len(starts) == 2 and starts[0] == 0.0 and 11.0 <= starts[1] <= 11.4  # once B no longer hides A's hands
