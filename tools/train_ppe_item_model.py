@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -50,6 +49,7 @@ def evaluate(path: Path, seeds: range, every: int, latency_runs: int = 100) -> d
     from appliance.inference.classify import AttributeParser
     from appliance.inference.onnx_engine import load_engine
     from tools.scenes.cleanroom import CleanRoomScene
+    from tools.training.evaluate import engine_latency_ms
 
     items = list(training.ITEMS)
     config = ModelConfig(id=NAME, onnx=path, labels=items, input={"width": training.WIDTH, "height": training.HEIGHT},
@@ -73,17 +73,8 @@ def evaluate(path: Path, seeds: range, every: int, latency_runs: int = 100) -> d
                 target, flags = training.labels_of(script[person.track_id][truth.index], shown)
                 targets.append(target)
                 known.append(flags)
-    sample = np.random.default_rng(0).random((4, 3, training.HEIGHT, training.WIDTH), dtype=np.float32)
-    latency = {}
-    for n in (1, 4) if latency_runs > 0 else ():
-        for _ in range(5):
-            engine.infer(sample[:n])
-        times = []
-        for _ in range(latency_runs):
-            t0 = time.perf_counter()
-            engine.infer(sample[:n])
-            times.append((time.perf_counter() - t0) * 1000.0)
-        latency[n] = statistics.median(times)
+    sample = np.random.default_rng(0).random((1, 3, training.HEIGHT, training.WIDTH), dtype=np.float32)
+    latency = engine_latency_ms(engine, sample, latency_runs)
     engine.close()
     errors = training.item_errors(np.concatenate(probabilities), np.stack(targets), np.stack(known), THRESHOLD)
     return {"people": len(targets), "errors": errors, "latency_ms": latency,

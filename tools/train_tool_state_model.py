@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ def evaluate(path: Path, seeds: range, per_seed: int, latency_runs: int = 100) -
     from appliance.inference.classify import ClassifierParser
     from appliance.inference.onnx_engine import load_engine
     from tools.scenes.production import sample_tool_views
+    from tools.training.evaluate import engine_latency_ms
 
     states = list(training.STATES)
     config = ModelConfig(id=NAME, onnx=path, labels=states, input={"width": training.SIZE, "height": training.SIZE},
@@ -62,17 +62,8 @@ def evaluate(path: Path, seeds: range, per_seed: int, latency_runs: int = 100) -
             verdict = classifier.classify(np.ascontiguousarray(frame[:, :, ::-1]), training.jitter(box, rng))
             confusion[states.index(state), states.index(verdict.label)] += 1
             unsure += verdict.confidence < config.confidence
-    sample = np.random.default_rng(0).random((4, 3, training.SIZE, training.SIZE), dtype=np.float32)
-    latency = {}
-    for n in (1, 4) if latency_runs > 0 else ():
-        for _ in range(5):
-            engine.infer(sample[:n])
-        times = []
-        for _ in range(latency_runs):
-            t0 = time.perf_counter()
-            engine.infer(sample[:n])
-            times.append((time.perf_counter() - t0) * 1000.0)
-        latency[n] = statistics.median(times)
+    sample = np.random.default_rng(0).random((1, 3, training.SIZE, training.SIZE), dtype=np.float32)
+    latency = engine_latency_ms(engine, sample, latency_runs)
     engine.close()
     total = int(confusion.sum())
     per_state = {

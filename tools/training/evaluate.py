@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.config.schema import ModelConfig
+from appliance.inference.engine import Engine
 from appliance.inference.letterbox import Letterbox
 from appliance.inference.onnx_engine import declared_input_size, load_engine
 from appliance.inference.parsers import make_parser
@@ -194,6 +195,23 @@ class Report:
         return self.scores.map50
 
 
+def engine_latency_ms(engine: Engine, sample: np.ndarray, runs: int, warmup: int = 5) -> dict[int, float]:
+    """The median time of ``engine.infer`` at batch 1 and 4 (items of ``sample``, repeated as needed),
+    in ms over ``runs`` runs after ``warmup``; empty when ``runs`` is 0."""
+    latency: dict[int, float] = {}
+    for n in (1, 4) if runs > 0 else ():
+        data = np.concatenate([sample] * 4)[:n]
+        for _ in range(warmup):
+            engine.infer(data)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            engine.infer(data)
+            times.append((time.perf_counter() - t0) * 1000.0)
+        latency[n] = statistics.median(times)
+    return latency
+
+
 def onnx_input_size(path: Path) -> InputSize:
     """(width, height) of a detector's ``images`` input, as its ONNX file declares it (320 x 320 when symbolic)."""
     return declared_input_size(path) or SQUARE_INPUT
@@ -252,17 +270,6 @@ def evaluate(
     flush()
     scores = score_detections(found, truth, labels, operating_confidence, class_confidence=class_confidence,
                               operating=reported)
-    latency: dict[int, float] = {}
-    if sample is not None and latency_runs > 0:
-        for n in (1, 4):
-            data = np.concatenate([sample] * 4)[:n]
-            for _ in range(3):
-                engine.infer(data)
-            times = []
-            for _ in range(latency_runs):
-                t0 = time.perf_counter()
-                engine.infer(data)
-                times.append((time.perf_counter() - t0) * 1000.0)
-            latency[n] = statistics.median(times)
+    latency = engine_latency_ms(engine, sample, latency_runs) if sample is not None else {}
     engine.close()
     return Report(name, path, tuple(labels), scores, latency, threads, time.monotonic() - start)

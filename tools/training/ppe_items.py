@@ -34,7 +34,7 @@ from the trained weights, batch norm folded) is read by
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -45,7 +45,7 @@ from torch import nn
 from appliance.analytics.wearing import array_sample, person_crops
 from tools.training.anomaly import _Block, fixed_torch_state
 from tools.training.onnx_graph import GraphBuilder
-from tools.training.steps import Batches, run_steps
+from tools.training.steps import ClassifierTrainConfig, ClassifierTrainResult, crop_outputs, train_classifier
 from tools.training.tool_states import export_blocks, jitter
 
 ITEMS: tuple[str, ...] = ("helmet", "mask", "mask_improper", "gloves", "gown", "goggles")
@@ -164,25 +164,11 @@ class ItemNet(nn.Module):
 # -- training ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class TrainConfig:
-    seed: int = 0
+class TrainConfig(ClassifierTrainConfig):
     steps: int = 3000
-    batch_size: int = 64
-    width: int = 16
-    learning_rate: float = 4e-3
-    weight_decay: float = 1e-4
-    max_seconds: float | None = None  # a wall-clock cap: stops early (and says so) when hit
-    threads: int = 2
 
 
-@dataclass
-class TrainResult:
-    model: ItemNet
-    config: TrainConfig
-    steps_done: int
-    seconds: float
-    stopped_early: bool
-    losses: list[float] = field(default_factory=list)
+TrainResult = ClassifierTrainResult
 
 
 def train(images: np.ndarray, targets: np.ndarray, known: np.ndarray, config: TrainConfig = TrainConfig(),
@@ -196,33 +182,19 @@ def train(images: np.ndarray, targets: np.ndarray, known: np.ndarray, config: Tr
     with fixed_torch_state(config.threads, config.seed):
         rng = np.random.default_rng(config.seed)
         model = ItemNet(config.width)
-        optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=config.learning_rate, total_steps=max(config.steps, 1), pct_start=0.1)
-        batches = Batches(len(images), config.batch_size, rng)
 
-        def loss_of_next_batch() -> torch.Tensor:
-            pick = batches.next()
+        def batch_loss(pick: np.ndarray) -> torch.Tensor:
             logits = model(torch.from_numpy(augment(images[pick], rng)))
             loss = nn.functional.binary_cross_entropy_with_logits(
                 logits, torch.from_numpy(targets[pick]), reduction="none")
             return (loss * torch.from_numpy(known[pick])).mean()
 
-        model.train()
-        run = run_steps(loss_of_next_batch, optimiser, schedule, config.steps, config.max_seconds, log)
-        model.eval()
-    return TrainResult(model, config, run.steps_done, run.seconds, run.stopped_early, run.losses)
+        return train_classifier(model, len(images), config, rng, batch_loss, log)
 
 
-@torch.no_grad()
-def probabilities(model: ItemNet, images: np.ndarray, chunk: int = 256) -> np.ndarray:
+def probabilities(model: ItemNet, images: np.ndarray) -> np.ndarray:
     """Each item's probability ``[N, ITEMS]`` for uint8 ``[N, HEIGHT, WIDTH, 3]`` crops (no augmentation)."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + chunk].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0)
-        out.append(torch.sigmoid(model(x)).numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(ITEMS)))
+    return crop_outputs(model, images, torch.sigmoid, len(ITEMS))
 
 
 # -- export -----------------------------------------------------------------------

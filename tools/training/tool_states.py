@@ -29,7 +29,7 @@ has Ultralytics' ``-cls`` layout, which ``appliance.inference.classify`` parses:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from torch import nn
 from appliance.analytics.inspection import crop_input
 from tools.training.anomaly import _Block, _folded, fixed_torch_state
 from tools.training.onnx_graph import GraphBuilder
-from tools.training.steps import Batches, run_steps
+from tools.training.steps import ClassifierTrainConfig, ClassifierTrainResult, crop_outputs, train_classifier
 
 STATES: tuple[str, ...] = ("clean", "dirty", "damaged")
 SIZE = 96
@@ -120,25 +120,11 @@ class StateNet(nn.Module):
 # -- training ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class TrainConfig:
-    seed: int = 0
+class TrainConfig(ClassifierTrainConfig):
     steps: int = 2500
-    batch_size: int = 64
-    width: int = 16
-    learning_rate: float = 4e-3
-    weight_decay: float = 1e-4
-    max_seconds: float | None = None  # a wall-clock cap: stops early (and says so) when hit
-    threads: int = 2
 
 
-@dataclass
-class TrainResult:
-    model: StateNet
-    config: TrainConfig
-    steps_done: int
-    seconds: float
-    stopped_early: bool
-    losses: list[float] = field(default_factory=list)
+TrainResult = ClassifierTrainResult
 
 
 def train(images: np.ndarray, states: np.ndarray, config: TrainConfig = TrainConfig(),
@@ -153,30 +139,16 @@ def train(images: np.ndarray, states: np.ndarray, config: TrainConfig = TrainCon
         counts = np.bincount(states, minlength=len(STATES)).astype(np.float64)
         weights = torch.tensor(counts.sum() / np.maximum(counts, 1.0) / len(STATES), dtype=torch.float32)
         loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=0.05)
-        optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=config.learning_rate, total_steps=max(config.steps, 1), pct_start=0.1)
-        batches = Batches(len(images), config.batch_size, rng)
 
-        def loss_of_next_batch() -> torch.Tensor:
-            pick = batches.next()
+        def batch_loss(pick: np.ndarray) -> torch.Tensor:
             return loss_fn(model(torch.from_numpy(augment(images[pick], rng))), torch.from_numpy(states[pick]))
 
-        model.train()
-        run = run_steps(loss_of_next_batch, optimiser, schedule, config.steps, config.max_seconds, log)
-        model.eval()
-    return TrainResult(model, config, run.steps_done, run.seconds, run.stopped_early, run.losses)
+        return train_classifier(model, len(images), config, rng, batch_loss, log)
 
 
-@torch.no_grad()
-def probabilities(model: StateNet, images: np.ndarray, chunk: int = 256) -> np.ndarray:
+def probabilities(model: StateNet, images: np.ndarray) -> np.ndarray:
     """Softmax ``[N, len(STATES)]`` of uint8 ``[N, SIZE, SIZE, 3]`` crops (no augmentation)."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), chunk):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + chunk].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0)
-        out.append(torch.softmax(model(x), dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(STATES)))
+    return crop_outputs(model, images, lambda logits: torch.softmax(logits, dim=1), len(STATES))
 
 
 # -- export -----------------------------------------------------------------------
