@@ -34,6 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train_anomaly_model.p
 
 import numpy as np  # noqa: E402
 
+from tools.training import classifier_cli as cli  # noqa: E402
 from tools.training import tool_states as training  # noqa: E402
 
 NAME = "tool_states"
@@ -150,57 +151,35 @@ def card(path: Path, meta: dict[str, str], scores: dict[str, object], eval_comma
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    parser.add_argument("--minutes", type=float, default=25.0, help="wall-clock cap on training (default 25)")
-    parser.add_argument("--out", type=Path, default=REPO / "engines", help="output folder (default engines/)")
-    parser.add_argument("--steps", type=int, default=training.TrainConfig.steps)
-    parser.add_argument("--batch-size", type=int, default=training.TrainConfig.batch_size)
-    parser.add_argument("--threads", type=int, default=training.TrainConfig.threads,
-                        help="torch threads (default 2; the result depends on it)")
+    cli.add_training_arguments(parser, training.TrainConfig(), 25.0, REPO / "engines")
     parser.add_argument("--train-seeds", type=int, default=300, help="scene seeds 1..N (default 300)")
     parser.add_argument("--per-seed", type=int, default=6, help="tools per seed (default 6)")
     parser.add_argument("--views", type=int, default=2, help="jittered boxes per training tool (default 2)")
     parser.add_argument("--eval-seeds", type=int, default=100, help="held-out seeds 9000.. (default 100)")
-    parser.add_argument("--evaluate-only", action="store_true", help="measure the model in --out, rewrite its card")
     args = parser.parse_args(argv)
-    if not 1 <= args.train_seeds < training.HELD_OUT_SEED:
-        parser.error(f"--train-seeds must be in 1..{training.HELD_OUT_SEED - 1} (seeds from "
-                     f"{training.HELD_OUT_SEED} on are held out for evaluation)")
+    cli.check_train_seeds(parser, args.train_seeds, training.HELD_OUT_SEED)
     path = args.out / f"{NAME}.onnx"
     eval_seeds = range(training.HELD_OUT_SEED, training.HELD_OUT_SEED + args.eval_seeds)
     eval_command = f"python tools/train_tool_state_model.py --evaluate-only --eval-seeds {args.eval_seeds}"
     if args.evaluate_only:
-        import onnx
-
-        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        meta = cli.model_metadata(path)
     else:
         started = time.monotonic()
         images, states = training.crops(range(1, args.train_seeds + 1), args.per_seed, args.views,
                                         log=lambda line: print(line, flush=True))
         print(f"{len(images)} training crops, per state {np.bincount(states).tolist()} "
               f"({time.monotonic() - started:.0f} s)", flush=True)
-        config = training.TrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size,
-                                      threads=args.threads, max_seconds=args.minutes * 60.0)
+        config = cli.run_settings(args, training.TrainConfig)
         result = training.train(images, states, config, log=lambda line: print(line, flush=True))
         counts = dict(zip(training.STATES, np.bincount(states, minlength=len(training.STATES)).tolist()))
-        meta = {
-            "training_command": (
-                f"python tools/train_tool_state_model.py --seed {args.seed} --minutes {args.minutes:g} "
-                f"--steps {args.steps} --batch-size {args.batch_size} --threads {args.threads} "
-                f"--train-seeds {args.train_seeds} --per-seed {args.per_seed} --views {args.views}"),
-            "seed": str(args.seed),
-            "steps": str(result.steps_done),
-            "steps_planned": str(config.steps),
-            "stopped_early": str(result.stopped_early).lower(),
-            "batch_size": str(config.batch_size),
-            "threads": str(config.threads),
-            "train_crops": f"{len(images)} ({json.dumps(counts)}), sample_tool_views seeds 1-{args.train_seeds}, "
-                           f"{args.per_seed} tools per seed, {args.views} boxes per tool",
-        }
+        meta = cli.run_metadata(
+            "tools/train_tool_state_model.py",
+            f"--train-seeds {args.train_seeds} --per-seed {args.per_seed} --views {args.views}", args, result,
+            f"{len(images)} ({json.dumps(counts)}), sample_tool_views seeds 1-{args.train_seeds}, "
+            f"{args.per_seed} tools per seed, {args.views} boxes per tool")
         training.export_onnx(result.model, path, meta)
         (args.out / f"{NAME}.labels").write_text("\n".join(training.STATES) + "\n", encoding="utf-8")
-        print(f"trained {result.steps_done} steps in {result.seconds:.0f} s"
-              f"{' (stopped early by --minutes)' if result.stopped_early else ''}; wrote {path}", flush=True)
+        print(cli.trained_line(result, path), flush=True)
     scores = evaluate(path, eval_seeds, args.per_seed)
     (args.out / f"{NAME}.md").write_text(card(path, meta, scores, eval_command), encoding="utf-8")
     print(f"accuracy {scores['accuracy']:.3f} on {scores['tools']} held-out tools; "
