@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,6 +39,7 @@ from appliance.inference.anomaly import AnomalyParser  # noqa: E402
 from appliance.inference.engine import Engine  # noqa: E402
 from appliance.inference.onnx_engine import load_engine  # noqa: E402
 from tools.training.anomaly import HELD_OUT_SEED, auroc, to_batch  # noqa: E402
+from tools.training.evaluate import infer_times_ms  # noqa: E402
 
 THRESHOLDS = (0.4, 0.5, 0.6, 0.8, 1.0)
 DEFAULT_THRESHOLD = 0.5
@@ -68,13 +68,7 @@ def score(engine: Engine, parser: AnomalyParser, images: np.ndarray, batch: int 
 def latency(engine: Engine, batch: int, runs: int, warmup: int = 10) -> tuple[float, float]:
     """Median and 90th percentile of ``engine.infer`` on ``batch`` random crops, in ms."""
     data = np.random.default_rng(0).random((batch, 3, 64, 64), dtype=np.float32)
-    for _ in range(warmup):
-        engine.infer(data)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        engine.infer(data)
-        times.append((time.perf_counter() - start) * 1000.0)
+    times = infer_times_ms(engine, data, runs, warmup)
     return float(np.median(times)), float(np.percentile(times, 90))
 
 

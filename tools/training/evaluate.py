@@ -195,21 +195,23 @@ class Report:
         return self.scores.map50
 
 
+def infer_times_ms(engine: Engine, data: np.ndarray, runs: int, warmup: int) -> list[float]:
+    """The times of ``runs`` calls of ``engine.infer(data)`` after ``warmup`` untimed ones, in ms."""
+    for _ in range(warmup):
+        engine.infer(data)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        engine.infer(data)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
 def engine_latency_ms(engine: Engine, sample: np.ndarray, runs: int, warmup: int = 5) -> dict[int, float]:
     """The median time of ``engine.infer`` at batch 1 and 4 (items of ``sample``, repeated as needed),
     in ms over ``runs`` runs after ``warmup``; empty when ``runs`` is 0."""
-    latency: dict[int, float] = {}
-    for n in (1, 4) if runs > 0 else ():
-        data = np.concatenate([sample] * 4)[:n]
-        for _ in range(warmup):
-            engine.infer(data)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            engine.infer(data)
-            times.append((time.perf_counter() - t0) * 1000.0)
-        latency[n] = statistics.median(times)
-    return latency
+    return {n: statistics.median(infer_times_ms(engine, np.concatenate([sample] * 4)[:n], runs, warmup))
+            for n in ((1, 4) if runs > 0 else ())}
 
 
 def onnx_input_size(path: Path) -> InputSize:
