@@ -35,7 +35,10 @@ PPE_LABELS: tuple[str, ...] = (
     "person", "helmet", "mask", "mask_improper", "gloves", "gown", "goggles", "fire", "smoke",
 )
 ANIMAL_LABELS: tuple[str, ...] = ("rodent", "rearing")
-MODEL_LABELS: dict[str, tuple[str, ...]] = {"defects": DEFECT_LABELS, "ppe": PPE_LABELS, "animals": ANIMAL_LABELS}
+HAZARD_LABELS: tuple[str, ...] = ("fire", "smoke")
+MODEL_LABELS: dict[str, tuple[str, ...]] = {
+    "defects": DEFECT_LABELS, "ppe": PPE_LABELS, "animals": ANIMAL_LABELS, "hazards": HAZARD_LABELS,
+}
 MODELS: tuple[str, ...] = tuple(MODEL_LABELS)
 
 
@@ -104,13 +107,17 @@ def map_targets(objects: Iterable[tuple[str, Sequence[float]]], labels: Sequence
 class SceneSource:
     """How to sample one scene kind: ``make(seed)`` builds it; ``duration_s`` per seed;
     every ``every``-th frame (offset by the seed) is kept; frames without objects are
-    kept with probability ``empty_keep``."""
+    kept with probability ``empty_keep``. With ``onsets``, only the frames within
+    ``onset_s`` seconds after one of those timeline events starts are kept: the first
+    moments of a fire or smoke, when it is small and faint, are rare in whole scenes."""
 
     name: str
     make: Callable[[int, float], object]
     duration_s: float
     every: int
     empty_keep: float = 1.0
+    onsets: tuple[str, ...] = ()
+    onset_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,17 @@ def _cleanroom(seed: int, duration_s: float) -> object:
     return CleanRoomScene(seed, duration_s=duration_s)
 
 
+#: the timeline events of the clean room's hazards, and the detector label that shows each
+HAZARD_ONSETS: dict[str, str] = {"fire.detected": "fire", "smoke.detected": "smoke"}
+
+
+def _cleanroom_hazards(seed: int, duration_s: float) -> object:
+    """A clean room with smoke, and fire in every other scene."""
+    from tools.scenes.cleanroom import CleanRoomScene
+
+    return CleanRoomScene(seed, duration_s=duration_s, fire=bool(seed % 2), smoke=True)
+
+
 def _cage(seed: int, duration_s: float) -> object:
     from tools.scenes.cage import CageScene
 
@@ -164,6 +182,12 @@ RECIPES: dict[str, Recipe] = {
     ), (0.6, 0.4), AS_TOOL),
     "ppe": Recipe(PPE_LABELS, (SceneSource("cleanroom", _cleanroom, 16.0, 10, empty_keep=0.2),), (1.0,)),
     "animals": Recipe(ANIMAL_LABELS, (SceneSource("cage", _cage, 12.0, 8, empty_keep=0.2),), (1.0,)),
+    # fire and smoke: the clean room's scenes (people, and fire or smoke in some: what is not a hazard),
+    # and the first 3 s of each fire and smoke, one frame in 3, from scenes of their own
+    "hazards": Recipe(HAZARD_LABELS, (
+        SceneSource("cleanroom", _cleanroom, 16.0, 10, empty_keep=0.2),
+        SceneSource("hazard onsets", _cleanroom_hazards, 14.0, 3, onsets=tuple(HAZARD_ONSETS), onset_s=3.0),
+    ), (45.0, 25.0)),
 }
 
 
@@ -174,8 +198,13 @@ def scene_frames(source: SceneSource, seed: int, aliases: Mapping[str, str] | No
     scene = source.make(seed, source.duration_s)
     rng = np.random.default_rng([seed, 77])
     offset = seed % source.every
+    fps = float(scene.fps)  # type: ignore[attr-defined]
+    windows = [(event.start_s, event.start_s + source.onset_s) for event in scene.timeline()  # type: ignore[attr-defined]
+               if event.kind in source.onsets]
     for index, (image, truth) in enumerate(scene.frames()):  # type: ignore[attr-defined]
         if index % source.every != offset:
+            continue
+        if source.onsets and not any(a <= index / fps <= b for a, b in windows):
             continue
         objects = [(aliases.get(o.label, o.label), tuple(o.box)) for o in truth.objects]
         if not objects and rng.random() >= source.empty_keep:
@@ -220,6 +249,16 @@ EVAL_RECIPES: dict[str, Recipe] = {
     ), (0.5, 0.5), AS_TOOL),
     "ppe": Recipe(PPE_LABELS, (SceneSource("cleanroom", _cleanroom, 40.0, 15, empty_keep=0.2),), (1.0,)),
     "animals": Recipe(ANIMAL_LABELS, (SceneSource("cage", _cage, 40.0, 15, empty_keep=0.2),), (1.0,)),
+    "hazards": Recipe(HAZARD_LABELS, (SceneSource("cleanroom", _cleanroom, 40.0, 15, empty_keep=0.2),), (1.0,)),
+}
+
+
+#: the first seconds of each fire and smoke, which whole scenes rarely sample: every frame of held-out
+#: hazard scenes from the start of each (``tools.training.evaluate.onset_delays``), and the label found
+_HAZARD_ONSET_SCENES = SceneSource("hazard onsets", _cleanroom_hazards, 14.0, 1, onsets=tuple(HAZARD_ONSETS),
+                                   onset_s=3.0)
+EVAL_ONSETS: dict[str, tuple[SceneSource, dict[str, str]]] = {
+    model: (_HAZARD_ONSET_SCENES, HAZARD_ONSETS) for model in ("ppe", "hazards")
 }
 
 
