@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the demo detectors on generated scenes and export them to ONNX (YOLOv8 raw layout).
 
-    python tools/train_demo_models.py [defects|ppe|animals|all] [--seed 0] [--minutes N] [--out engines/]
+    python tools/train_demo_models.py [defects|ppe|animals|hazards|all] [--seed 0] [--minutes N] [--out engines/]
 
 Per model: render the training frames (scene seeds 1..N, never the held-out seeds
 >= 9000), train (``tools.training.train``), export ``<out>/<model>.onnx`` (opset 17,
@@ -36,6 +36,7 @@ PLANS: dict[str, dict[str, object]] = {
     "defects": {"seeds": 100, "iterations": 2500, "batch": 32, "crop": (128, 160), "input": (640, 384)},
     "ppe": {"seeds": 45, "iterations": 2000, "batch": 24, "crop": (160, 192), "input": (480, 288)},
     "animals": {"seeds": 50, "iterations": 2400, "batch": 32, "crop": (128, 160), "input": (480, 288)},
+    "hazards": {"seeds": 70, "iterations": 3000, "batch": 24, "crop": (160, 192), "input": (480, 288)},
 }
 EXPORT_RESERVE_S = 45.0
 

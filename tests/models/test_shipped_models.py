@@ -12,15 +12,17 @@ from tests.support import REPO
 from tools.training.data import held_out_frames
 from tools.training.evaluate import evaluate, operating_class_confidence, operating_confidence
 
-DETECTORS = ("defects", "ppe", "animals")
+DETECTORS = ("defects", "ppe", "animals", "hazards")
 FRAMES = 60
+# (scenes, frames) where 60 frames of 2 scenes hold too few objects: fire and smoke are in some scenes only
+SAMPLE = {"hazards": (4, 160)}
 # The bar these tests hold the shipped models to (micro-averaged over classes, at the
 # operating threshold of the model card): the pack's target (recall >= 0.9 at precision
 # >= 0.9), or a little below what a model reaches on these frames today where that is
-# higher (defects P 0.98 R 1.00, ppe P 0.98 R 0.96, animals P 0.91 R 1.00), so that a worse
-# retrained model fails.
-MIN_PRECISION = {"defects": 0.95, "ppe": 0.94, "animals": 0.9}
-MIN_RECALL = {"defects": 0.95, "ppe": 0.92, "animals": 0.9}
+# higher (defects P 0.98 R 1.00, ppe P 0.98 R 0.96, animals P 0.91 R 1.00, hazards P 0.99 R 0.99), so that
+# a worse retrained model fails.
+MIN_PRECISION = {"defects": 0.95, "ppe": 0.94, "animals": 0.9, "hazards": 0.95}
+MIN_RECALL = {"defects": 0.95, "ppe": 0.92, "animals": 0.9, "hazards": 0.95}
 # Boxes that must fit (AP at IoU 0.75), not just overlap: the PPE rules give an item to a person by
 # where it lies in their box. The shipped ppe reaches 0.97 for people on these frames; a retrained
 # one whose person boxes left out the head kept its AP50 and fell to 0.21.
@@ -31,7 +33,8 @@ MIN_AP75 = {"ppe": {"person": 0.9}}
 def test_shipped_detector_finds_held_out_objects(name: str) -> None:
     path = REPO / "engines" / f"{name}.onnx"
     labels = (REPO / "engines" / f"{name}.labels").read_text().split()
-    frames = ((image, objects) for _, image, objects in itertools.islice(held_out_frames(name, 2), FRAMES))
+    scenes, count = SAMPLE.get(name, (2, FRAMES))
+    frames = ((image, objects) for _, image, objects in itertools.islice(held_out_frames(name, scenes), count))
     report = evaluate(name, path, labels, frames, operating_confidence(name), latency_runs=0,
                       class_confidence=operating_class_confidence(name))
     truth = sum(c.truth for c in report.scores.classes)
@@ -44,6 +47,28 @@ def test_shipped_detector_finds_held_out_objects(name: str) -> None:
     fit = {c.label: c.ap75 for c in report.scores.classes}
     for label, floor in MIN_AP75.get(name, {}).items():
         assert fit[label] >= floor, (name, label, fit[label])
+
+
+# fire and smoke as they start, in held-out scenes of their own (engines/hazards.md, "As they start"): the
+# rules confirm a sighting over a second, so a model that finds a young plume late reports it late. The
+# shipped hazards model finds every one of its card's 36 within 1 s; the ppe detector, 38 % of the smokes.
+MIN_FOUND_WITHIN_1S = {"fire": 1.0, "smoke": 0.9}
+
+
+def test_shipped_hazards_detector_finds_fire_and_smoke_as_they_start() -> None:
+    from tools.training.data import EVAL_ONSETS
+    from tools.training.evaluate import onset_delays
+
+    source, kinds = EVAL_ONSETS["hazards"]
+    scenes = ((seed, source.make(seed, source.duration_s)) for seed in range(9000, 9008))
+    labels = (REPO / "engines" / "hazards.labels").read_text().split()
+    onsets = onset_delays("hazards", REPO / "engines" / "hazards.onnx", labels, scenes, kinds, source.onset_s,
+                          operating_confidence("hazards"), class_confidence=operating_class_confidence("hazards"))
+    for label, floor in MIN_FOUND_WITHIN_1S.items():
+        delays = [o.delay_s for o in onsets if o.label == label]
+        assert len(delays) == (8 if label == "smoke" else 4)  # smoke in every scene, fire in every other
+        within = sum(d is not None and d <= 1.0 for d in delays) / len(delays)
+        assert within >= floor, (label, [o for o in onsets if o.label == label])
 
 
 @pytest.mark.parametrize("name", DETECTORS)
