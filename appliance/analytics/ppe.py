@@ -112,6 +112,9 @@ class PpeSettings(Strict):
     # person's wash. None: someone first seen has washed for no time.
     emerged_overlap: Annotated[float, Field(gt=0.0, le=1.0)] | None = 0.15
     fire_labels: list[str] = ["fire", "smoke"]  # each makes ``<label>.detected`` events
+    # the model whose fire and smoke count (one of the source's models: a fire and smoke detector of its
+    # own, which sees a young plume sooner than the ppe detector does); None: any model's
+    fire_model: Identifier | None = None
     # a fire or smoke is over only when unseen for 10 s: one hidden for a while by someone who stands in
     # front of it is the same fire, not a new alarm; it is confirmed by a second's sightings with gaps of 3 s
     # at most
@@ -319,6 +322,7 @@ class PpeRules:
         self._high = np.array([s.head_fraction, 1.0 + s.margin, 1.0 + s.margin, 1.0 + s.margin])
         self._expected_y, self._x_weight = _EXPECTED_Y, _X_WEIGHT
         self._fire_labels = list(s.fire_labels)
+        self._fire_model = s.fire_model
         self._missing = EpisodeTracker(s.timing.timing())
         self._improper = EpisodeTracker(s.improper_timing.timing())
         self._fires = {label: EpisodeTracker(s.fire_timing_of(label).timing()) for label in s.fire_labels}
@@ -413,12 +417,12 @@ class PpeRules:
                                                            dict[str, list[Detection]]]:
         items = []
         fires: dict[str, list[Detection]] = {}
-        labels, fire_labels = self._labels, self._fire_labels
+        labels, fire_labels, fire_model = self._labels, self._fire_labels, self._fire_model
         for d in detections:
             spec = labels.get(d.label)
             if spec is not None:
                 items.append((d, *spec))
-            elif d.label in fire_labels:
+            elif d.label in fire_labels and (fire_model is None or d.model == fire_model):
                 fires.setdefault(d.label, []).append(d)
         return items, fires
 

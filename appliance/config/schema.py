@@ -417,6 +417,8 @@ class ApplianceConfig(Strict):
                         "model '{ref}' names none of the items the ppe rules follow ({items})",
                         ref=items.id, items=", ".join(sorted(ppe.item_labels())),
                     )
+            if ppe is not None and ppe.fire_model is not None:
+                self._fire_model_ref(index, source, ppe)
             if defects is not None and defects.tool_check is not None:
                 classifier = self._second_stage_ref(index, ("defects", "tool_check"), defects.tool_check.model,
                                                     "classify")
@@ -454,6 +456,20 @@ class ApplianceConfig(Strict):
                 known=", ".join(sorted(m.id for m in self.models if m.parser == parser)) or "none",
             )
         return by_id[ref]
+
+    def _fire_model_ref(self, index: int, source: SourceConfig, ppe: PpeSettings) -> None:
+        """``rules.ppe.fire_model`` of source ``index`` must be one of the models the source runs, and
+        find at least one of the fire labels."""
+        analyzed = {m.id: m for m in self.models_for(source)}
+        where = ("sources", index, "rules", "ppe", "fire_model")
+        model = analyzed.get(ppe.fire_model or "")
+        if model is None:
+            raise error_at(where, "unknown_fire_model",
+                           "'{ref}' is not one of the models this source runs ({known})",
+                           ref=ppe.fire_model, known=", ".join(sorted(analyzed)) or "none")
+        if not set(model.label_names()) & set(ppe.fire_labels):
+            raise error_at(where, "no_fire_labels", "model '{ref}' finds none of the fire labels ({labels})",
+                           ref=model.id, labels=", ".join(ppe.fire_labels))
 
     def models_for(self, source: SourceConfig) -> list[ModelConfig]:
         """The full-frame models a source is analyzed with (all of them when it names none)."""

@@ -426,6 +426,19 @@ def test_flickering_fire_is_one_critical_event():
     assert start.attributes["box"] == [100, 100, 260, 300]
 
 
+def test_with_a_fire_model_only_its_fire_and_smoke_count():
+    """The ppe detector's smoke on a bright wall is no alarm when a model of its own finds fire and smoke."""
+    wall = Detection("smoke", 0.6, (0, 0, 80, 40), "ppe")
+    plume = Detection("smoke", 0.5, (300, 100, 360, 180), "hazards")
+    shown = lambda t: [wall] + ([plume] if t >= 3 else [])  # noqa: E731
+
+    run = Run(PpeSettings(required=[], fire_model="hazards")).feed(scripted(8, shown)).close()
+    assert start_end(run.events) == [("start", 3.0, None), ("end", 3.0, 7.8)]
+    assert run.events[0].attributes["box"] == [300, 100, 360, 180]
+    run = Run(PpeSettings(required=[])).feed(scripted(8, shown)).close()  # any model's: the wall from the start
+    assert start_end(run.events) == [("start", 0.0, None), ("end", 0.0, 7.8)]
+
+
 def test_a_fire_hidden_for_seconds_by_someone_in_front_of_it_stays_one_alarm():
     fire = Detection("fire", 0.7, (100, 100, 160, 180))
     shown = lambda t: [fire] if 1 <= t < 4 or 8 <= t < 12 else []  # noqa: E731 (hidden from 4 to 8 s)

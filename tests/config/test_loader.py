@@ -669,3 +669,29 @@ sources:
     problem = assert_only_problem(write(site, text % ", fire: 0.2"), 6, "models.0.class_confidence",
                                   "names 'fire', not among the model's labels")
     assert "(part, crack)" in problem.reason
+
+
+FIRE_MODEL_SOURCE = MODEL + """\
+  - id: hazards
+    onnx: model.onnx
+    labels: [fire, smoke]
+    input: {width: 640, height: 640}
+sources:
+  - id: cleanroom
+    uri: test://ball
+    models: [detector, hazards]
+    rules:
+      ppe:
+        fire_model: hazards
+"""  # lines 1-16
+
+
+def test_the_fire_model_is_one_the_source_runs_that_finds_fire(site: Path) -> None:
+    ppe = load_config(write(site, FIRE_MODEL_SOURCE)).sources[0].rules.ppe
+    assert ppe is not None and ppe.fire_model == "hazards"
+    path = write(site, FIRE_MODEL_SOURCE.replace("models: [detector, hazards]", "models: [detector]"))
+    assert_only_problem(path, 16, "sources.0.rules.ppe.fire_model",
+                        "'hazards' is not one of the models this source runs (detector)")
+    path = write(site, FIRE_MODEL_SOURCE.replace("fire_model: hazards", "fire_model: detector"))
+    assert_only_problem(path, 16, "sources.0.rules.ppe.fire_model",
+                        "model 'detector' finds none of the fire labels (fire, smoke)")
