@@ -99,8 +99,8 @@ def onset_lines(model: str, onsets: list[Onset], scenes: int) -> list[str]:
     lines = [
         "",
         f"As they start: every frame of the first {window:g} s of each fire and smoke in {scenes} held-out "
-        f"scenes of their own (`{source.name}`, seeds {HELD_OUT_SEED}..{HELD_OUT_SEED + scenes - 1}, smoke in "
-        "each, fire in every other), and how long after the truth first shows it the model first finds it "
+        f"scenes of their own (`{source.name}`, seeds {HELD_OUT_SEED}..{HELD_OUT_SEED + scenes - 1}: smoke, "
+        "fire and its smoke, or fire alone), and how long after the truth first shows it the model first finds it "
         "at the operating threshold, on a box touching the truth's. The ppe rules then confirm it over a "
         "second.",
         "",

@@ -9,7 +9,7 @@ from tools.training.data import RECIPES, scene_frames
 
 def test_the_hazards_recipe_adds_the_first_seconds_of_fire_and_smoke() -> None:
     onsets = next(source for source in RECIPES["hazards"].sources if source.onsets)
-    seed = 47  # odd: fire, then its smoke
+    seed = 49  # fire, then its smoke (seed % 4 == 1)
     scene = onsets.make(seed, onsets.duration_s)
     starts = {event.kind: event.start_s for event in scene.timeline()  # type: ignore[attr-defined]
               if event.kind in ("fire.detected", "smoke.detected")}
@@ -30,3 +30,11 @@ def test_a_source_without_onsets_keeps_every_nth_frame() -> None:
     plain = replace(onsets, onsets=(), onset_s=0.0, duration_s=4.0)
     kept = list(scene_frames(plain, 48))
     assert len(kept) == len(range(48 % plain.every, 60, plain.every))
+
+
+def test_one_hazard_scene_in_four_has_a_fire_without_smoke() -> None:
+    onsets = next(source for source in RECIPES["hazards"].sources if source.onsets)
+    kinds = {seed: {e.kind for e in onsets.make(seed, onsets.duration_s).timeline()  # type: ignore[attr-defined]
+                    if e.kind.endswith(".detected")} for seed in range(48, 52)}
+    assert kinds == {48: {"smoke.detected"}, 49: {"fire.detected", "smoke.detected"}, 50: {"smoke.detected"},
+                     51: {"fire.detected"}}

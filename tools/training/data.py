@@ -161,10 +161,11 @@ HAZARD_ONSETS: dict[str, str] = {"fire.detected": "fire", "smoke.detected": "smo
 
 
 def _cleanroom_hazards(seed: int, duration_s: float) -> object:
-    """A clean room with smoke, and fire in every other scene."""
+    """A clean room with smoke, fire and its smoke, or fire alone (one scene in four: the air above a
+    flame is no smoke)."""
     from tools.scenes.cleanroom import CleanRoomScene
 
-    return CleanRoomScene(seed, duration_s=duration_s, fire=bool(seed % 2), smoke=True)
+    return CleanRoomScene(seed, duration_s=duration_s, fire=bool(seed % 2), smoke=seed % 4 != 3)
 
 
 def _cage(seed: int, duration_s: float) -> object:
