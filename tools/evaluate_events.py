@@ -3,7 +3,7 @@
 
     python tools/evaluate_events.py [--cases production,anomaly,tools,cleanroom,cage] [--seeds 9500,9600-9609]
                                     [--duration 40] [--out var/eval] [--json F] [--detections model|truth]
-                                    [--engines DIR] [--items crops|detector]
+                                    [--engines DIR] [--items crops|detector] [--fire hazards|ppe]
 
 Each scenario is rendered to H.264 from a held-out seed, run through the real
 appliance (GStreamer decode, the demo models, tracking, rules) with the file read
@@ -18,7 +18,8 @@ delay must not be reported: neither is scored. ``--detections truth`` feeds the
 truth boxes to tracking and rules instead (no video, no model); ``--engines DIR`` runs
 the models in DIR (a retrained detector) in place of the shipped ones; ``--items
 detector`` gives the clean room's people the detector's items by where they lie, in
-place of the item classifier's verdicts on their crops.
+place of the item classifier's verdicts on their crops; ``--fire ppe`` takes the clean
+room's fire and smoke from the ppe detector in place of the hazards detector.
 """
 
 from __future__ import annotations
@@ -145,29 +146,41 @@ def model_file(engines: Path, name: str) -> Path:
     return onnx
 
 
+def pack_or_shipped(engines: Path, name: str) -> Path:
+    """``<engines>/<name>.onnx``, or the shipped one where ``engines`` (a retrained detector) has none."""
+    return model_file(engines if (engines / f"{name}.onnx").is_file() else ENGINES, name)
+
+
 def second_stage_model(name: str, parser: str, confidence: float, engines: Path = ENGINES) -> dict[str, Any]:
-    """The config of a crop model in ``engines``, or the shipped one where ``engines`` (a retrained
-    detector) has none (its input size from the ONNX file)."""
-    onnx = model_file(engines if (engines / f"{name}.onnx").is_file() else ENGINES, name)
+    """The config of a crop model in ``engines``, or the shipped one (its input size from the ONNX file)."""
+    onnx = pack_or_shipped(engines, name)
     width, height = onnx_input_size(onnx)
     return {"id": name, "onnx": str(onnx), "labels": str(onnx.with_suffix(".labels")),
             "input": {"width": width, "height": height}, "parser": parser, "confidence": confidence}
 
 
-def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path,
-                    engines: Path = ENGINES, crops: bool = True) -> ApplianceConfig:
-    """The appliance's config for one scenario: its clip (None: a test pattern in its place, for a run that
-    feeds the analytics itself), the models in ``engines`` (the shipped ones by default), the zones and rules;
-    ``crops``: the clean room's items named by the item classifier from each person's crop (else the
-    detector's items, given to people by where they lie)."""
-    onnx = model_file(engines, case.model)
+def detector_model(name: str, onnx: Path) -> dict[str, Any]:
+    """The config of a full-frame detector at its card's operating thresholds."""
     width, height = onnx_input_size(onnx)
-    model = {
-        "id": case.model, "onnx": str(onnx),
-        "labels": str(onnx.with_suffix(".labels")), "input": {"width": width, "height": height},
-        "parser": "yolov8", "confidence": operating_confidence(case.model),
-        "class_confidence": operating_class_confidence(case.model),
-    }
+    return {"id": name, "onnx": str(onnx), "labels": str(onnx.with_suffix(".labels")),
+            "input": {"width": width, "height": height}, "parser": "yolov8",
+            "confidence": operating_confidence(name), "class_confidence": operating_class_confidence(name)}
+
+
+@dataclass(frozen=True)
+class CleanRoomModels:
+    """What the clean room runs besides the ppe detector."""
+
+    items: bool = True  # the item classifier names each person's items from their crop (else the detector's)
+    hazards: bool = True  # the hazards detector finds fire and smoke (else the ppe detector)
+
+
+def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path,
+                    engines: Path = ENGINES, cleanroom: CleanRoomModels = CleanRoomModels()) -> ApplianceConfig:
+    """The appliance's config for one scenario: its clip (None: a test pattern in its place, for a run that
+    feeds the analytics itself), the models in ``engines`` (the shipped ones by default, and where a
+    retrained pack lacks one), the zones and rules."""
+    model = detector_model(case.model, model_file(engines, case.model))
     uri = f"file://{clip}" if clip is not None else f"test://?width={scene.width}&height={scene.height}"
     source: dict[str, Any] = {"id": case.name, "uri": uri, "realtime": False,
                               "analyze_fps": ANALYZE_FPS, "rules": {}}
@@ -189,7 +202,11 @@ def scenario_config(case: Case, scene: Scene, clip: Path | None, events: Path,
         source["zones"] = [{"id": name, "polygon": [list(p) for p in poly], "normalized": False}
                            for name, poly in scene.zones.items()]  # type: ignore[attr-defined]
         source["rules"]["ppe"] = {"wash_zone": "wash", "clean_zone": "clean"}
-        if crops:
+        if cleanroom.hazards:
+            models.append(detector_model("hazards", pack_or_shipped(engines, "hazards")))
+            source["models"] = [case.model, "hazards"]
+            source["rules"]["ppe"]["fire_model"] = "hazards"
+        if cleanroom.items:
             source["rules"]["ppe"]["item_check"] = {"model": "ppe_items"}
             models.append(second_stage_model("ppe_items", "attributes", 0.5, engines))
         source["rules"]["tracker"] = {"appearance_labels": ["person"]}
@@ -344,13 +361,13 @@ def score(case: Case, scene: Scene, events: list[dict[str, Any]]) -> dict[str, T
 
 
 def run_scenario(case: Case, seed: int, duration: float, out: Path, engines: Path = ENGINES,
-                 crops: bool = True) -> dict[str, Tally]:
+                 cleanroom: CleanRoomModels = CleanRoomModels()) -> dict[str, Tally]:
     scene = case.make(seed, duration)
     name = f"{case.name}-{seed}"
     clip = render(name, scene, out)
     events_path = out / f"{name}.events.jsonl"
     events_path.unlink(missing_ok=True)
-    app = Appliance(scenario_config(case, scene, clip, events_path, engines, crops))
+    app = Appliance(scenario_config(case, scene, clip, events_path, engines, cleanroom))
     app.start()
     try:
         app.run(duration=30 * duration)
@@ -372,7 +389,8 @@ def run_on_truth(case: Case, seed: int, duration: float) -> dict[str, Tally]:
         raise ValueError(f"{case.name}: its events come from a second-stage model; truth detections are "
                          f"for {', '.join(TRUTH_CASES)}")
     scene = case.make(seed, duration)
-    config = scenario_config(case, scene, None, Path("truth.jsonl"), crops=False)  # the truth's own items
+    # the truth's own items, fire and smoke
+    config = scenario_config(case, scene, None, Path("truth.jsonl"), cleanroom=CleanRoomModels(False, False))
     source = config.sources[0]
     emitted: list[Event] = []
     analytics = analytics_for(config, source, EventFactory(config.device.id, "truth", ManualClock()),
@@ -386,14 +404,15 @@ def run_on_truth(case: Case, seed: int, duration: float) -> dict[str, Tally]:
 
 
 def evaluate(cases: list[str], seeds: list[int], duration: float, out: Path,
-             truth: bool = False, engines: Path = ENGINES, crops: bool = True) -> dict[str, dict[str, Tally]]:
+             truth: bool = False, engines: Path = ENGINES, cleanroom: CleanRoomModels = CleanRoomModels()
+             ) -> dict[str, dict[str, Tally]]:
     report: dict[str, dict[str, Tally]] = {}
     for name in cases:
         case = CASES[name]
         totals = {kind: Tally() for kind in case.kinds}
         for seed in seeds:
             scored = (run_on_truth(case, seed, duration) if truth
-                      else run_scenario(case, seed, duration, out, engines, crops))
+                      else run_scenario(case, seed, duration, out, engines, cleanroom))
             for kind, tally in scored.items():
                 totals[kind].add(tally)
         report[name] = totals
@@ -438,10 +457,12 @@ def main() -> int:
     parser.add_argument("--items", choices=("crops", "detector"), default="crops",
                         help="the clean room's items: named by the ppe_items classifier from each person's crop, "
                              "or the detector's, given to people by where they lie")
+    parser.add_argument("--fire", choices=("hazards", "ppe"), default="hazards",
+                        help="the clean room's fire and smoke: found by the hazards detector, or by the ppe detector")
     args = parser.parse_args()
     report = evaluate([c for c in args.cases.split(",") if c], args.seeds,
                       args.duration, args.out, truth=args.detections == "truth", engines=args.engines,
-                      crops=args.items == "crops")
+                      cleanroom=CleanRoomModels(items=args.items == "crops", hazards=args.fire == "hazards"))
     for line in table(report):
         print(line)
     if args.json:

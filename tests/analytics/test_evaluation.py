@@ -130,7 +130,11 @@ def test_another_model_pack_can_stand_in_for_the_shipped_one(tmp_path) -> None:
     for name in ("ppe.onnx", "ppe.labels"):
         (tmp_path / name).write_bytes((ENGINES / name).read_bytes())
     config = scenario_config(case, scene, None, tmp_path / "e.jsonl", engines=tmp_path)
-    assert config.models[0].onnx == tmp_path / "ppe.onnx"
-    assert config.models[1].onnx == ENGINES / "ppe_items.onnx"  # a second stage the pack lacks: the shipped one
+    # the models the pack lacks, the second stage and the fire and smoke detector: the shipped ones
+    assert {m.id: m.onnx for m in config.models} == {
+        "ppe": tmp_path / "ppe.onnx", "hazards": ENGINES / "hazards.onnx", "ppe_items": ENGINES / "ppe_items.onnx"}
+    assert config.sources[0].models == ["ppe", "hazards"]
+    ppe = config.sources[0].rules.ppe
+    assert ppe is not None and ppe.fire_model == "hazards"
     with pytest.raises(FileNotFoundError, match="animals.onnx: the scenario needs the animals model"):
         scenario_config(CASES["cage"], CASES["cage"].make(9500, 1.0), None, tmp_path / "e.jsonl", engines=tmp_path)
