@@ -199,13 +199,12 @@ def scene_frames(source: SceneSource, seed: int, aliases: Mapping[str, str] | No
     scene = source.make(seed, source.duration_s)
     rng = np.random.default_rng([seed, 77])
     offset = seed % source.every
-    fps = float(scene.fps)  # type: ignore[attr-defined]
     windows = [(event.start_s, event.start_s + source.onset_s) for event in scene.timeline()  # type: ignore[attr-defined]
-               if event.kind in source.onsets]
+               if event.kind in source.onsets] if source.onsets else []
     for index, (image, truth) in enumerate(scene.frames()):  # type: ignore[attr-defined]
         if index % source.every != offset:
             continue
-        if source.onsets and not any(a <= index / fps <= b for a, b in windows):
+        if source.onsets and not any(a <= truth.time_s <= b for a, b in windows):
             continue
         objects = [(aliases.get(o.label, o.label), tuple(o.box)) for o in truth.objects]
         if not objects and rng.random() >= source.empty_keep:
