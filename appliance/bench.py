@@ -144,7 +144,7 @@ def measure_costs(clip: Path, model: ModelConfig, every: int) -> Costs:
     frames = f"videotestsrc pattern=black num-buffers=300 ! video/x-raw,format=I420,width={width},height={height}"
     raw_cpu, _, _ = _cpu_of_pipeline(f"{frames} ! fakesink name=out sync=false")
     scaled_cpu, scaled, _ = _cpu_of_pipeline(
-        f"{frames} ! videoscale add-borders=true ! videoconvert"
+        f"{frames} ! videoconvert ! video/x-raw,format=RGB ! videoscale add-borders=true"
         f" ! video/x-raw,format=RGB,width={size.width},height={size.height},pixel-aspect-ratio=1/1"
         f" ! fakesink name=out sync=false"
     )

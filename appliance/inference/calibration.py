@@ -65,8 +65,9 @@ def _image_description(source: SourceConfig, size: InputSize) -> str:
     """A still image: one frame, letterboxed like a camera frame (no videorate: no framerate)."""
     location = source.uri[len("file://"):]
     return (
-        f'filesrc location="{location}" ! decodebin ! videoconvert ! videoscale add-borders=true'
-        f" ! videoconvert ! video/x-raw,format=RGB,width={size.width},height={size.height},pixel-aspect-ratio=1/1"
+        f'filesrc location="{location}" ! decodebin ! videoconvert ! video/x-raw,format=RGB'
+        f" ! videoscale add-borders=true"  # in RGB, as the camera pipeline does: the picture where Letterbox puts it
+        f" ! video/x-raw,format=RGB,width={size.width},height={size.height},pixel-aspect-ratio=1/1"
         " ! appsink name=sink max-buffers=1 drop=false sync=false"
     )
 

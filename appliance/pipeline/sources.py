@@ -74,9 +74,12 @@ def describe_pipeline(source: SourceConfig, size: InputSize) -> str:
     if not source.is_live and not source.realtime:
         # Read as fast as possible: let decoding run ahead while a frame waits for the batcher.
         head += " ! queue max-size-buffers=4 max-size-bytes=0 max-size-time=0"
+    # Converted to RGB before it is scaled: on a 4:2:0 frame videoscale puts the picture on an even row
+    # (8 rows of border above a 640x360 frame letterboxed to 480x288, where Letterbox and the models'
+    # training have 9), so the models would see it a row higher than their boxes are mapped back from.
     return (
         f"{head} ! videorate drop-only=true max-rate={max_rate} name=rate"
-        f" ! videoscale add-borders=true name=scale ! videoconvert"
+        f" ! videoconvert ! video/x-raw,format=RGB ! videoscale add-borders=true name=scale"
         f" ! video/x-raw,format=RGB,width={size.width},height={size.height},pixel-aspect-ratio=1/1"
         f" ! appsink name=sink emit-signals=true max-buffers=1 drop=false sync={sync} qos=false"
     )

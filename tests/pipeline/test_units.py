@@ -93,6 +93,41 @@ def test_pipeline_descriptions_letterbox_in_gstreamer():
     assert v4l2.startswith('v4l2src device="/dev/video2" ! decodebin')
 
 
+@pytest.mark.parametrize(("src", "dst"), [((640, 360), (480, 288)), ((640, 360), (640, 384)), ((800, 600), (320, 320))])
+def test_the_model_input_holds_the_picture_where_the_letterbox_says(src, dst):
+    """GStreamer's own letterbox, row for row: the models were trained, and their boxes are mapped back,
+    with ``Letterbox`` (9 rows of border above a 640x360 frame at 480x288, which videoscale would put at 8
+    on a 4:2:0 frame)."""
+    from appliance.inference.letterbox import Letterbox
+    from appliance.pipeline.gst import Gst
+
+    Gst.init(None)
+    config = source(f"test://white?width={src[0]}&height={src[1]}&fps=5", analyze_fps=5)
+    description = describe_pipeline(config, InputSize(*dst))
+    # one frame, 4:2:0 as decoders give them
+    description = description.replace("is-live=true", "num-buffers=1").replace("x-raw,width", "x-raw,format=I420,width")
+    pipeline = Gst.parse_launch(description)
+    sink = pipeline.get_by_name("sink")
+    pipeline.set_state(Gst.State.PLAYING)
+    try:
+        sample = sink.emit("try-pull-sample", 5 * Gst.SECOND)
+        assert sample is not None, "no frame came out of the pipeline"
+        buffer = sample.get_buffer()
+        ok, info = buffer.map(Gst.MapFlags.READ)
+        assert ok
+        try:
+            rows = np.frombuffer(info.data, np.uint8, count=info.size).reshape(dst[1], -1)[:, :dst[0] * 3]
+            lit_rows = np.flatnonzero(rows.max(axis=1) > 128)
+            lit_cols = np.flatnonzero(rows.reshape(dst[1], dst[0], 3).max(axis=(0, 2)) > 128)
+        finally:
+            buffer.unmap(info)
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+    box = Letterbox.compute(*src, *dst)
+    assert (lit_rows[0], lit_rows[-1]) == (box.pad_y, box.pad_y + box.scaled_h - 1)
+    assert (lit_cols[0], lit_cols[-1]) == (box.pad_x, box.pad_x + box.scaled_w - 1)
+
+
 def test_realtime_file_plays_at_its_rate_and_fast_file_does_not(tmp_path):
     clip = tmp_path / "x.mp4"
     clip.write_bytes(b"not decoded here")
