@@ -39,7 +39,8 @@ DEFAULT_OPERATING_CONFIDENCE = 0.25  # the appliance's ModelConfig default
 #: where a model's card, the demo config and the event evaluation run a model at another threshold:
 #: the animals model also marks a rearing mouse as a rodent now and then, at low scores; the hazards
 #: model saw smoke at 0.39-0.42 on the wall seam by the basin, all through one clean room of the tuning
-#: seeds and above a fire without smoke in another (tools/evaluate_events.py --seeds 9600-9609), and at
+#: seeds and above a fire without smoke in another (tools/evaluate_events.py --seeds 9600-9609, with the
+#: camera pipeline's letterbox still a row off), and at
 #: 0.45 it still finds every held-out smoke within 1 s of its start (p90 0.4 s against 0.3 s at 0.25)
 OPERATING_CONFIDENCE: dict[str, float] = {"animals": 0.35, "hazards": 0.45}
 
