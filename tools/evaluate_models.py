@@ -44,8 +44,8 @@ from tools.training.evaluate import (  # noqa: E402
     Onset,
     Report,
     evaluate,
+    held_out_onsets,
     onnx_input_size,
-    onset_delays,
     operating_class_confidence,
     operating_confidence,
 )
@@ -207,10 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(model, path, labels, frames, confidence, args.threads, class_confidence=own)
         onsets = None
         if model in EVAL_ONSETS and args.onset_scenes > 0:
-            source, kinds = EVAL_ONSETS[model]
-            scenes = ((seed, source.make(seed, source.duration_s))
-                      for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + args.onset_scenes))
-            onsets = onset_delays(model, path, labels, scenes, kinds, source.onset_s, confidence, args.threads, own)
+            onsets = held_out_onsets(model, path, labels, args.onset_scenes, confidence, args.threads, own)
         card = write_card(report, training_meta(path), args.scenes, command.strip(), args.engines, onsets,
                           args.onset_scenes)
         print(f"{model}: mAP50 {report.map50:.3f} mAP75 {report.scores.map75:.3f} on {report.scores.images} frames; "

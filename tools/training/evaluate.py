@@ -30,7 +30,7 @@ from appliance.inference.engine import Engine
 from appliance.inference.letterbox import Letterbox
 from appliance.inference.onnx_engine import declared_input_size, load_engine
 from appliance.inference.parsers import make_parser
-from tools.training.data import SQUARE_INPUT, InputSize, letterbox_frame, to_input_tensor
+from tools.training.data import EVAL_ONSETS, HELD_OUT_SEED, SQUARE_INPUT, InputSize, letterbox_frame, to_input_tensor
 
 EVAL_CONFIDENCE = 0.001  # the parser's threshold while collecting detections for AP
 EVAL_MAX_DETECTIONS = 300
@@ -331,3 +331,15 @@ def onset_delays(
         onsets += [Onset(seed, label, start, found.get(label)) for label, start in starts.items()]
     engine.close()
     return onsets
+
+
+def held_out_onsets(
+    name: str, path: Path, labels: Sequence[str], scenes: int,
+    operating_confidence: float = DEFAULT_OPERATING_CONFIDENCE, threads: int = 1,
+    class_confidence: Mapping[str, float] | None = None,
+) -> list[Onset]:
+    """``onset_delays`` on ``scenes`` held-out scenes (from ``HELD_OUT_SEED``) of ``EVAL_ONSETS[name]``."""
+    source, kinds = EVAL_ONSETS[name]
+    made = ((seed, source.make(seed, source.duration_s)) for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + scenes))
+    return onset_delays(name, path, labels, made, kinds, source.onset_s, operating_confidence, threads,
+                        class_confidence)
