@@ -33,8 +33,8 @@ from appliance.events.snapshots import SourceImage
 from appliance.inference.onnx_engine import OnnxRuntimeEngine, declared_input_size
 from appliance.loopback import free_port, wait_for_port
 from appliance.media import ensure_clip
-from appliance.pipeline.frames import ArrayPixels
 from appliance.pipeline.gst import Gst
+from appliance.pipeline.sources import InputSize, SamplePixels, letterbox_chain
 from appliance.types import FrameResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,7 +136,7 @@ def _cpu_per_call(work, runs: int = 200, repeats: int = 3) -> float:
 
 def measure_costs(clip: Path, model: ModelConfig, every: int) -> Costs:
     """Each necessary step alone: decoding the clip; letterboxing a frame of its size
-    (GStreamer scale and convert, then the copy into the input tensor); one inference."""
+    (GStreamer's convert and scale, then the conversion to RGB into the input tensor); one inference."""
     decode_cpu, decoded, (width, height) = _cpu_of_pipeline(
         f'filesrc location="{clip}" ! qtdemux ! h264parse ! avdec_h264 ! fakesink name=out sync=false'
     )
@@ -144,12 +144,12 @@ def measure_costs(clip: Path, model: ModelConfig, every: int) -> Costs:
     frames = f"videotestsrc pattern=black num-buffers=300 ! video/x-raw,format=I420,width={width},height={height}"
     raw_cpu, _, _ = _cpu_of_pipeline(f"{frames} ! fakesink name=out sync=false")
     scaled_cpu, scaled, _ = _cpu_of_pipeline(
-        f"{frames} ! videoconvert ! video/x-raw,format=RGB ! videoscale add-borders=true"
-        f" ! video/x-raw,format=RGB,width={size.width},height={size.height},pixel-aspect-ratio=1/1"
-        f" ! fakesink name=out sync=false"
+        f"{frames} ! {letterbox_chain(InputSize(size.width, size.height))} ! fakesink name=out sync=false"
     )
     batch = np.zeros((1, 3, size.height, size.width), dtype=np.float32)
-    pixels = ArrayPixels(np.random.default_rng(0).integers(0, 255, (size.height, size.width, 3), dtype=np.uint8))
+    noise = np.random.default_rng(0).integers(16, 240, 3 * size.height * size.width, dtype=np.uint8)
+    caps = Gst.Caps.from_string(f"video/x-raw,format=Y444,width={size.width},height={size.height},colorimetry=bt601")
+    pixels = SamplePixels(Gst.Sample.new(Gst.Buffer.new_wrapped(noise.tobytes()), caps, None, None))
     engine = OnnxRuntimeEngine(model, threads=1)
     try:
         copy_cpu = _cpu_per_call(lambda: pixels.copy_into(batch[0]))

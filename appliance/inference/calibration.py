@@ -4,7 +4,7 @@ Calibration must see what the model will see: the plant's own cameras, letterbox
 the same way. Frames come either from a folder (images and clips, in name order)
 or from the configured sources, decoded by the portable backend's own GStreamer
 description (``describe_pipeline``: same rate limit, same ``videoscale
-add-borders`` letterbox, same RGB 0..1 planar layout). No TensorRT is needed
+add-borders`` letterbox, same exact conversion to RGB 0..1 planar). No TensorRT is needed
 here, so this part is tested on any machine.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from appliance.config.schema import ApplianceConfig, ModelConfig, SourceConfig
 from appliance.pipeline.gst import Gst
-from appliance.pipeline.sources import InputSize, SamplePixels, describe_pipeline
+from appliance.pipeline.sources import InputSize, SamplePixels, describe_pipeline, letterbox_chain
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ def _image_description(source: SourceConfig, size: InputSize) -> str:
     """A still image: one frame, letterboxed like a camera frame (no videorate: no framerate)."""
     location = source.uri[len("file://"):]
     return (
-        f'filesrc location="{location}" ! decodebin ! videoconvert ! video/x-raw,format=RGB'
-        f" ! videoscale add-borders=true"  # in RGB, as the camera pipeline does: the picture where Letterbox puts it
-        f" ! video/x-raw,format=RGB,width={size.width},height={size.height},pixel-aspect-ratio=1/1"
+        f'filesrc location="{location}" ! decodebin ! {letterbox_chain(size)}'
         " ! appsink name=sink max-buffers=1 drop=false sync=false"
     )
 
@@ -89,7 +87,7 @@ def read_frames(source: SourceConfig, size: InputSize, count: int) -> Iterator[n
                     raise CalibrationError(f"{source.uri}: {error.parse_error()[0].message}")
                 return  # end of file or nothing within the timeout
             out = np.empty((3, size.height, size.width), dtype=np.float32)
-            SamplePixels(sample, size.width, size.height).copy_into(out)
+            SamplePixels(sample).copy_into(out)
             taken += 1
             yield out
     finally:

@@ -1,8 +1,9 @@
 """Camera sources of the portable backend: one GStreamer pipeline per source.
 
 Each pipeline decodes, limits the rate to the source's ``analyze_fps``, letterboxes
-to the model input in GStreamer (videoscale add-borders) and hands RGB frames to
-the source's FrameSlot. A pipeline that errors, stalls, or (for a live source)
+to the model input in GStreamer (videoscale add-borders, in Y'CbCr 4:4:4) and hands
+the frames to the source's FrameSlot; they become RGB, exactly, as the batcher copies
+them into the model input. A pipeline that errors, stalls, or (for a live source)
 ends is torn down and rebuilt with capped exponential backoff; the other sources
 never notice.
 """
@@ -24,6 +25,7 @@ from appliance.config.schema import SourceConfig
 from appliance.events.factory import EventFactory
 from appliance.events.snapshots import SourceImage
 from appliance.metrics import ApplianceMetrics
+from appliance.pipeline import planes
 from appliance.pipeline.backoff import Backoff
 from appliance.pipeline.frames import Frame, FrameSlot
 from appliance.pipeline.gst import Gst
@@ -74,39 +76,40 @@ def describe_pipeline(source: SourceConfig, size: InputSize) -> str:
     if not source.is_live and not source.realtime:
         # Read as fast as possible: let decoding run ahead while a frame waits for the batcher.
         head += " ! queue max-size-buffers=4 max-size-bytes=0 max-size-time=0"
-    # Converted to RGB before it is scaled: on a 4:2:0 frame videoscale puts the picture on an even row
-    # (8 rows of border above a 640x360 frame letterboxed to 480x288, where Letterbox and the models'
-    # training have 9), so the models would see it a row higher than their boxes are mapped back from.
     return (
-        f"{head} ! videorate drop-only=true max-rate={max_rate} name=rate"
-        f" ! videoconvert ! video/x-raw,format=RGB ! videoscale add-borders=true name=scale"
-        f" ! video/x-raw,format=RGB,width={size.width},height={size.height},pixel-aspect-ratio=1/1"
+        f"{head} ! videorate drop-only=true max-rate={max_rate} name=rate ! {letterbox_chain(size)}"
         f" ! appsink name=sink emit-signals=true max-buffers=1 drop=false sync={sync} qos=false"
     )
 
 
+def letterbox_chain(size: InputSize) -> str:
+    """The elements that turn a decoded frame into a model input, for ``SamplePixels`` to read.
+
+    Scaled in 4:4:4: on a 4:2:0 frame videoscale puts the picture on an even row (8 rows of border above
+    a 640x360 frame letterboxed to 480x288, where Letterbox and the models' training have 9), so the
+    models would see it a row higher than their boxes are mapped back from. Kept in Y'CbCr: RGB is made
+    from it exactly (``planes``), where videoconvert's own RGB is a few levels off, green most.
+    """
+    return (
+        "videoconvert ! video/x-raw,format=Y444 ! videoscale add-borders=true name=scale"
+        f" ! video/x-raw,format=Y444,width={size.width},height={size.height},pixel-aspect-ratio=1/1"
+    )
+
+
 class SamplePixels:
-    """A decoded, letterboxed RGB GStreamer sample; mapped only when copied."""
+    """A decoded, letterboxed GStreamer sample (``letterbox_chain``'s); converted to RGB when copied."""
 
-    __slots__ = ("_sample", "_width", "_height")
+    __slots__ = ("_sample",)
 
-    def __init__(self, sample: Gst.Sample, width: int, height: int) -> None:
+    def __init__(self, sample: Gst.Sample) -> None:
         self._sample = sample
-        self._width = width
-        self._height = height
 
     def copy_into(self, out: np.ndarray) -> None:
-        buffer = self._sample.get_buffer()
-        ok, info = buffer.map(Gst.MapFlags.READ)
-        if not ok:
-            raise RuntimeError("could not map a video buffer")
-        try:
-            h, w = self._height, self._width
-            rows = np.frombuffer(info.data, dtype=np.uint8, count=info.size).reshape(h, -1)
-            image = rows[:, : w * 3].reshape(h, w, 3)
-            np.multiply(image.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=out)
-        finally:
-            buffer.unmap(info)
+        caps = self._sample.get_caps().to_string()
+        layout = planes.layout_of(caps)
+        if layout is None:
+            raise RuntimeError(f"cannot read a model input of caps {caps}")
+        planes.read_frame(self._sample.get_buffer(), layout, out)
 
 
 class FrameTimes:
@@ -240,7 +243,7 @@ class CameraStream(FrameTimes):
             arrived=now,
             width=width,
             height=height,
-            pixels=SamplePixels(sample, self.size.width, self.size.height),
+            pixels=SamplePixels(sample),
             image=self._source_image,
         )
         self.slot.put(frame)

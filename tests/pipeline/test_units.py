@@ -18,7 +18,7 @@ from appliance.pipeline.backoff import Backoff
 from appliance.pipeline.batching import Batcher
 from appliance.pipeline.frames import ArrayPixels, Frame, FrameSlot
 from appliance.pipeline.portable import input_size_for
-from appliance.pipeline.sources import CameraStream, InputSize, StreamState, describe_pipeline
+from appliance.pipeline.sources import CameraStream, InputSize, StreamState, describe_pipeline, letterbox_chain
 from appliance.types import FrameResult
 
 
@@ -84,7 +84,7 @@ def test_pipeline_descriptions_letterbox_in_gstreamer():
     assert test.startswith("videotestsrc is-live=true pattern=ball ! video/x-raw,width=800,height=600,framerate=25/1")
     assert "videorate drop-only=true max-rate=5" in test
     assert "videoscale add-borders=true" in test
-    assert "format=RGB,width=320,height=320,pixel-aspect-ratio=1/1" in test
+    assert "format=Y444,width=320,height=320,pixel-aspect-ratio=1/1" in test
     assert "sync=false" in test
     rtsp = describe_pipeline(source("rtsp://10.0.0.5:554/stream1", analyze_fps=2.5), size)
     assert rtsp.startswith('uridecodebin uri="rtsp://10.0.0.5:554/stream1"')
@@ -93,39 +93,85 @@ def test_pipeline_descriptions_letterbox_in_gstreamer():
     assert v4l2.startswith('v4l2src device="/dev/video2" ! decodebin')
 
 
+def model_input(head: str, dst: tuple[int, int], push: np.ndarray | None = None) -> np.ndarray:
+    """``[3, H, W]`` RGB 0..1: what the camera pipeline's letterbox gives the models of one frame from
+    ``head`` (an appsrc named ``src`` is fed ``push``)."""
+    from appliance.pipeline.gst import Gst
+    from appliance.pipeline.sources import SamplePixels, letterbox_chain
+
+    Gst.init(None)
+    pipeline = Gst.parse_launch(f"{head} ! {letterbox_chain(InputSize(*dst))} ! appsink name=sink sync=false")
+    sink = pipeline.get_by_name("sink")
+    pipeline.set_state(Gst.State.PLAYING)
+    try:
+        if push is not None:
+            buffer = Gst.Buffer.new_wrapped(push.tobytes())
+            buffer.pts, buffer.duration = 0, Gst.SECOND // 5
+            pipeline.get_by_name("src").emit("push-buffer", buffer)
+            pipeline.get_by_name("src").emit("end-of-stream")
+        sample = sink.emit("try-pull-sample", 5 * Gst.SECOND)
+        assert sample is not None, "no frame came out of the pipeline"
+        out = np.zeros((3, dst[1], dst[0]), np.float32)
+        SamplePixels(sample).copy_into(out)
+        return out
+    finally:
+        pipeline.set_state(Gst.State.NULL)
+
+
+def test_the_camera_pipeline_uses_the_letterbox_chain():
+    description = describe_pipeline(source("test://white?width=640&height=360&fps=5"), InputSize(480, 288))
+    assert f"max-rate=5 name=rate ! {letterbox_chain(InputSize(480, 288))} ! appsink name=sink" in description
+
+
 @pytest.mark.parametrize(("src", "dst"), [((640, 360), (480, 288)), ((640, 360), (640, 384)), ((800, 600), (320, 320))])
 def test_the_model_input_holds_the_picture_where_the_letterbox_says(src, dst):
     """GStreamer's own letterbox, row for row: the models were trained, and their boxes are mapped back,
     with ``Letterbox`` (9 rows of border above a 640x360 frame at 480x288, which videoscale would put at 8
     on a 4:2:0 frame)."""
     from appliance.inference.letterbox import Letterbox
-    from appliance.pipeline.gst import Gst
 
-    Gst.init(None)
-    config = source(f"test://white?width={src[0]}&height={src[1]}&fps=5", analyze_fps=5)
-    description = describe_pipeline(config, InputSize(*dst))
-    # one frame, 4:2:0 as decoders give them
-    description = description.replace("is-live=true", "num-buffers=1").replace("x-raw,width", "x-raw,format=I420,width")
-    pipeline = Gst.parse_launch(description)
-    sink = pipeline.get_by_name("sink")
-    pipeline.set_state(Gst.State.PLAYING)
-    try:
-        sample = sink.emit("try-pull-sample", 5 * Gst.SECOND)
-        assert sample is not None, "no frame came out of the pipeline"
-        buffer = sample.get_buffer()
-        ok, info = buffer.map(Gst.MapFlags.READ)
-        assert ok
-        try:
-            rows = np.frombuffer(info.data, np.uint8, count=info.size).reshape(dst[1], -1)[:, :dst[0] * 3]
-            lit_rows = np.flatnonzero(rows.max(axis=1) > 128)
-            lit_cols = np.flatnonzero(rows.reshape(dst[1], dst[0], 3).max(axis=(0, 2)) > 128)
-        finally:
-            buffer.unmap(info)
-    finally:
-        pipeline.set_state(Gst.State.NULL)
+    # one white frame, 4:2:0 as decoders give them
+    image = model_input(f"videotestsrc pattern=white num-buffers=1 ! video/x-raw,format=I420,width={src[0]},"
+                        f"height={src[1]},framerate=5/1", dst)
+    lit_rows = np.flatnonzero(image.max(axis=(0, 2)) > 0.5)
+    lit_cols = np.flatnonzero(image.max(axis=(0, 1)) > 0.5)
     box = Letterbox.compute(*src, *dst)
     assert (lit_rows[0], lit_rows[-1]) == (box.pad_y, box.pad_y + box.scaled_h - 1)
     assert (lit_cols[0], lit_cols[-1]) == (box.pad_x, box.pad_x + box.scaled_w - 1)
+    assert image[:, : box.pad_y].max() == 0.0  # black borders
+
+
+# the clean room's wall, a flame, a glove, a gown, skin, the floor, a bright and a dark grey
+BANDS_RGB = np.array([[184, 196, 186], [228, 148, 67], [60, 120, 200], [150, 200, 230],
+                      [224, 180, 150], [153, 172, 171], [235, 235, 235], [40, 40, 40]], dtype=np.float64)
+
+
+def bt601_i420(rgb: np.ndarray) -> np.ndarray:
+    """An ``[H, W, 3]`` RGB image as an I420 frame, by the exact BT.601 limited-range formulas."""
+    r, g, b = (rgb[..., c] / 255.0 for c in range(3))
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb, cr = (b - y) / 1.772, (r - y) / 1.402
+    h, w = y.shape
+    half = [(v.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) * 224 + 128) for v in (cb, cr)]
+    planes = [y * 219 + 16, *half]
+    return np.concatenate([np.rint(p).ravel() for p in planes]).astype(np.uint8)
+
+
+def test_the_model_input_has_the_colours_of_the_frame():
+    """A decoded frame's colours reach the models as they are: videoconvert's own fixed-point RGB is
+    several levels off (green 4 levels darker on the clean room's wall), a cast the models never saw in
+    training, which made a fire's glow look like smoke."""
+    width, height = 640, 360
+    band = width // len(BANDS_RGB)
+    rgb = np.repeat(BANDS_RGB, band, axis=0)[None, :, :].repeat(height, axis=0)
+    caps = f"video/x-raw,format=I420,width={width},height={height},framerate=5/1,colorimetry=bt601"
+    image = model_input(f"appsrc name=src format=time caps={caps}", (480, 288), push=bt601_i420(rgb))
+    scale = 480 / width
+    for index, colour in enumerate(BANDS_RGB):
+        x0, x1 = int((index * band + 6) * scale), int(((index + 1) * band - 6) * scale)
+        inside = image[:, 9 + 4:9 + 270 - 4, x0:x1] * 255.0
+        assert np.abs(inside.mean(axis=(1, 2)) - colour).max() <= 1.5, (colour, inside.mean(axis=(1, 2)))
+        assert np.abs(inside - colour[:, None, None]).max() <= 2.0
 
 
 def test_realtime_file_plays_at_its_rate_and_fast_file_does_not(tmp_path):
