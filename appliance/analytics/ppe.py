@@ -104,6 +104,9 @@ class PpeSettings(Strict):
     wash_zone: str | None = None
     clean_zone: str | None = None
     min_wash_s: Annotated[float, Field(ge=0.0)] = 3.0  # least continuous stay at the wash station before the clean zone
+    # One who steps out of the clean zone has left it (and needs a new wash to come back) once out this
+    # long: feet walking along its edge step in and out of it, and that is one entry, not several.
+    clean_left_after_s: Annotated[float, Field(ge=0.0)] = 1.0
     # A person first seen inside the clean zone with the box at the frame's edge walked in from outside the
     # view: an entry (except in the stream's first frame). A person first seen inside away from the edges is not.
     entry_from_edge: bool = True
@@ -186,6 +189,7 @@ class _Person:
     wash_run: float = 0.0  # the current continuous stay in the wash zone
     wash_best: float = 0.0  # the longest stay since the start or since leaving the clean zone
     in_clean: bool | None = None  # None: not seen yet
+    out_of_clean: float | None = None  # since when the feet, counted in the clean zone, stand outside it
     entered: tuple[float, float] | None = None  # when the person last walked into the clean zone, and their wash
     situation: Hashable | None = None  # the missing-item situation the person showed in their previous frame
     kept: Hashable | None = None  # a reported situation kept open while something else is missing for now
@@ -932,6 +936,11 @@ class PpeRules:
             person.wash_best = max(person.wash_best, person.wash_run)
         else:
             person.wash_run = 0.0
+        if in_clean:
+            person.out_of_clean = None
+        elif person.in_clean:  # out of the clean zone: left it only once out for clean_left_after_s
+            person.out_of_clean = t if person.out_of_clean is None else person.out_of_clean
+            in_clean = t - person.out_of_clean < s.clean_left_after_s - TIME_SLACK
         findings = []
         if in_clean and person.in_clean is False:
             person.entered = (t, person.wash_best)

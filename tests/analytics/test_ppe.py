@@ -340,6 +340,27 @@ def test_washing_first_raises_nothing_skipping_it_raises_one_violation():
     assert second.attributes["wash_dwell_s"] == pytest.approx(2.2, abs=0.3)
 
 
+def test_feet_along_the_clean_zones_edge_make_one_entry():
+    """Unwashed, into the clean zone, then along its lower edge (y = 700), the feet's point out of it for
+    0.4 s at a time (the box's bottom changes as the legs move): one violation. Out for 2 s and back in
+    is a new entry."""
+    def along_edge(t: float) -> list[Detection]:
+        x = float(np.interp(t, [0, 3, 9], [600, 850, 1150]))
+        y = 705 if t >= 3 and t % 1.5 < 0.4 else 695
+        return person(x - 40, y - 200)
+
+    run = Run(HYGIENE, HYGIENE_ZONES).feed(scripted(9, along_edge)).close()
+    assert [e.attributes["stream_time_s"] for e in run.of("hygiene.sequence_violation")] == [
+        pytest.approx(2.4, abs=0.25)]  # feet reach x=800 at 2.4 s
+
+    out_and_back = walk([(0, 600, 550), (3, 1000, 550), (4, 1000, 550), (4.2, 1000, 720), (6.2, 1000, 720),
+                         (6.4, 1000, 550), (8, 1000, 550)])
+    run = Run(HYGIENE, HYGIENE_ZONES).feed(scripted(8, out_and_back)).close()
+    assert len(run.of("hygiene.sequence_violation")) == 2
+    strict = PpeSettings(required=[], wash_zone="wash", clean_zone="clean", clean_left_after_s=0.0)
+    assert len(Run(strict, HYGIENE_ZONES).feed(scripted(9, along_edge)).close().of("hygiene.sequence_violation")) > 1
+
+
 def test_a_wash_is_timed_on_while_someone_hides_the_washer_for_a_moment():
     """3.9 s at the basin, hidden behind someone for 1.6 s of it: a full wash, no violation. The
     wash zone's clock runs through a gap no longer than the stitch gap, not through a longer one."""
