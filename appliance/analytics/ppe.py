@@ -189,7 +189,8 @@ class _Person:
     wash_run: float = 0.0  # the current continuous stay in the wash zone
     wash_best: float = 0.0  # the longest stay since the start or since leaving the clean zone
     in_clean: bool | None = None  # None: not seen yet
-    out_of_clean: float | None = None  # since when the feet, counted in the clean zone, stand outside it
+    out_of_clean: float | None = None  # when the feet of one counted in the clean zone stepped out of it
+    wash_kept: float = 0.0  # their wash before they stepped out (theirs again if they are back in time)
     entered: tuple[float, float] | None = None  # when the person last walked into the clean zone, and their wash
     situation: Hashable | None = None  # the missing-item situation the person showed in their previous frame
     kept: Hashable | None = None  # a reported situation kept open while something else is missing for now
@@ -936,11 +937,7 @@ class PpeRules:
             person.wash_best = max(person.wash_best, person.wash_run)
         else:
             person.wash_run = 0.0
-        if in_clean:
-            person.out_of_clean = None
-        elif person.in_clean:  # out of the clean zone: left it only once out for clean_left_after_s
-            person.out_of_clean = t if person.out_of_clean is None else person.out_of_clean
-            in_clean = t - person.out_of_clean < s.clean_left_after_s - TIME_SLACK
+        in_clean = self._in_clean(person, t, in_clean)
         findings = []
         if in_clean and person.in_clean is False:
             person.entered = (t, person.wash_best)
@@ -950,10 +947,26 @@ class PpeRules:
                 confidence=track.confidence, zone=s.clean_zone, box=track.box,
                 attributes={"wash_dwell_s": round(person.wash_best, 3), "required_s": s.min_wash_s},
             ))
-        if person.in_clean and not in_clean:
-            person.wash_best = 0.0  # leaving the clean zone: the next entry needs a new wash
         person.in_clean = in_clean
         return findings
+
+    def _in_clean(self, person: _Person, t: float, inside: bool) -> bool:
+        """Whether the person counts as in the clean zone, their feet ``inside`` it or not: one who steps
+        out has left it once out for ``clean_left_after_s``, seen out all along or not. The wash for the
+        next entry counts from when they stepped out; back sooner, they never left."""
+        limit = self.settings.clean_left_after_s - TIME_SLACK
+        if person.in_clean and not inside:
+            if person.out_of_clean is None:
+                person.out_of_clean, person.wash_kept = t, person.wash_best
+                person.wash_best = person.wash_run
+            return t - person.out_of_clean < limit
+        if inside and person.out_of_clean is not None:
+            out_for, person.out_of_clean = t - person.out_of_clean, None
+            if out_for < limit:
+                person.wash_best = max(person.wash_best, person.wash_kept)
+                return True
+            person.in_clean = False  # left (unseen for some of it), and now back: an entry
+        return inside
 
     # ------------------------------------------------------------------ fire and smoke
 

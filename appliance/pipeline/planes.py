@@ -105,6 +105,23 @@ def read_frame(buffer: Gst.Buffer, layout: Layout, out: np.ndarray) -> None:
     """Writes the whole frame, laid out as ``layout`` and ``out``'s size, into ``out`` as ``[3, H, W]``
     float32 RGB in 0..1: the values an exact conversion to 8-bit RGB gives, divided by 255."""
     _, height, width = out.shape
+    channels = _components(buffer, layout, height, width)
+    for k in range(3):
+        np.multiply(_rgb_channel(layout, channels, k), np.float32(1.0 / 255.0), out=out[k])
+
+
+def frame_rgb(buffer: Gst.Buffer, layout: Layout, width: int, height: int) -> np.ndarray:
+    """The whole frame, laid out as ``layout``, as ``[height, width, 3]`` uint8 RGB, converted exactly."""
+    channels = _components(buffer, layout, height, width)
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    for k in range(3):
+        out[:, :, k] = _rgb_channel(layout, channels, k)
+    return out
+
+
+def _components(buffer: Gst.Buffer, layout: Layout, height: int, width: int) -> list[np.ndarray]:
+    """The frame's three components (R, G, B or Y', Cb, Cr), each ``[height, width]`` uint8: a
+    subsampled one's value stands for its block of pixels."""
     meta = GstVideo.buffer_get_video_meta(buffer)
     offsets, strides = (meta.offset, meta.stride) if meta is not None else (layout.offsets, layout.strides)
     ok, mapped = buffer.map(Gst.MapFlags.READ)
@@ -119,20 +136,22 @@ def read_frame(buffer: Gst.Buffer, layout: Layout, out: np.ndarray) -> None:
             start = offsets[plane] + layout.pixel_offset[c]
             component = np.lib.stride_tricks.as_strided(
                 data[start:], shape=shape, strides=(strides[plane], layout.pixel_stride[c]), writeable=False)
-            if rows or columns:  # subsampled: each value stands for its block of pixels
+            if rows or columns:
                 component = component[(np.arange(height) >> rows)[:, None], np.arange(width) >> columns]
             channels.append(component.copy())
     finally:
         buffer.unmap(mapped)
+    return channels
+
+
+def _rgb_channel(layout: Layout, channels: list[np.ndarray], k: int) -> np.ndarray:
+    """R, G or B (``k``) of the whole frame, 0..255: the component itself, or each Y'CbCr component's
+    part summed (rounded and clipped as an 8-bit conversion is)."""
     if layout.components is None:
-        for c in range(3):
-            np.multiply(channels[c], np.float32(1.0 / 255.0), out=out[c])
-        return
-    for k in range(3):  # R, G, B: the sum of each component's part
-        rgb = np.take(layout.components[0, :, k], channels[0])
-        for c in (1, 2):
-            part = layout.components[c, :, k]
-            if part.any():
-                rgb += np.take(part, channels[c])
-        np.rint(rgb, out=rgb).clip(0.0, 255.0, out=rgb)
-        np.multiply(rgb, np.float32(1.0 / 255.0), out=out[k])
+        return channels[k]
+    rgb = np.take(layout.components[0, :, k], channels[0])
+    for c in (1, 2):
+        part = layout.components[c, :, k]
+        if part.any():
+            rgb += np.take(part, channels[c])
+    return np.rint(rgb, out=rgb).clip(0.0, 255.0, out=rgb)
