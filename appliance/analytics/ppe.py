@@ -105,8 +105,9 @@ class PpeSettings(Strict):
     clean_zone: str | None = None
     min_wash_s: Annotated[float, Field(ge=0.0)] = 3.0  # least continuous stay at the wash station before the clean zone
     # One who steps out of the clean zone has left it (and needs a new wash to come back) once out this
-    # long: feet walking along its edge step in and out of it, and that is one entry, not several.
-    clean_left_after_s: Annotated[float, Field(ge=0.0)] = 1.0
+    # long: the feet of one walking along its edge cross it for a moment as the box's bottom moves with
+    # the legs (up to 0.6 s in the clean room's scenes), and that is one entry, not several.
+    clean_left_after_s: Annotated[float, Field(ge=0.0)] = 0.7
     # A person first seen inside the clean zone with the box at the frame's edge walked in from outside the
     # view: an entry (except in the stream's first frame). A person first seen inside away from the edges is not.
     entry_from_edge: bool = True
