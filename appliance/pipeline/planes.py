@@ -13,7 +13,9 @@ frame), a colour cast the models never saw in training.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,13 +78,7 @@ def layout_of(caps: str) -> Layout | None:
 def read_rgb(buffer: Gst.Buffer, layout: Layout, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """[..., 3] uint8 RGB of the pixels at rows ``ys`` and columns ``xs`` (index arrays that broadcast,
     within the frame) of a frame laid out as ``layout``."""
-    meta = GstVideo.buffer_get_video_meta(buffer)
-    offsets, strides = (meta.offset, meta.stride) if meta is not None else (layout.offsets, layout.strides)
-    ok, mapped = buffer.map(Gst.MapFlags.READ)
-    if not ok:
-        raise RuntimeError("cannot map a frame")
-    try:
-        data = np.frombuffer(mapped.data, dtype=np.uint8, count=mapped.size)
+    with _mapped(buffer, layout) as (data, offsets, strides):
         channels = []
         within: dict[tuple[int, int, int, int], np.ndarray] = {}  # where the pixels are, from a component's start
         for c in range(3):
@@ -91,8 +87,6 @@ def read_rgb(buffer: Gst.Buffer, layout: Layout, ys: np.ndarray, xs: np.ndarray)
             if steps not in within:  # Cb and Cr are laid out alike
                 within[steps] = (ys >> steps[0]) * steps[1] + (xs >> steps[2]) * steps[3]
             channels.append(np.take(data[offsets[plane] + layout.pixel_offset[c]:], within[steps]))
-    finally:
-        buffer.unmap(mapped)
     if layout.components is None or layout.chroma is None:
         return np.stack(channels, axis=-1)
     y, cb, cr = channels
@@ -110,25 +104,10 @@ def read_frame(buffer: Gst.Buffer, layout: Layout, out: np.ndarray) -> None:
         np.multiply(_rgb_channel(layout, channels, k), np.float32(1.0 / 255.0), out=out[k])
 
 
-def frame_rgb(buffer: Gst.Buffer, layout: Layout, width: int, height: int) -> np.ndarray:
-    """The whole frame, laid out as ``layout``, as ``[height, width, 3]`` uint8 RGB, converted exactly."""
-    channels = _components(buffer, layout, height, width)
-    out = np.empty((height, width, 3), dtype=np.uint8)
-    for k in range(3):
-        out[:, :, k] = _rgb_channel(layout, channels, k)
-    return out
-
-
 def _components(buffer: Gst.Buffer, layout: Layout, height: int, width: int) -> list[np.ndarray]:
     """The frame's three components (R, G, B or Y', Cb, Cr), each ``[height, width]`` uint8: a
     subsampled one's value stands for its block of pixels."""
-    meta = GstVideo.buffer_get_video_meta(buffer)
-    offsets, strides = (meta.offset, meta.stride) if meta is not None else (layout.offsets, layout.strides)
-    ok, mapped = buffer.map(Gst.MapFlags.READ)
-    if not ok:
-        raise RuntimeError("cannot map a frame")
-    try:
-        data = np.frombuffer(mapped.data, dtype=np.uint8, count=mapped.size)
+    with _mapped(buffer, layout) as (data, offsets, strides):
         channels = []
         for c in range(3):
             plane, rows, columns = layout.planes[c], layout.row_shift[c], layout.column_shift[c]
@@ -139,9 +118,21 @@ def _components(buffer: Gst.Buffer, layout: Layout, height: int, width: int) -> 
             if rows or columns:
                 component = component[(np.arange(height) >> rows)[:, None], np.arange(width) >> columns]
             channels.append(component.copy())
+    return channels
+
+
+@contextlib.contextmanager
+def _mapped(buffer: Gst.Buffer, layout: Layout) -> Iterator[tuple[np.ndarray, Sequence[int], Sequence[int]]]:
+    """The frame's bytes while it is mapped, and its planes' offsets and strides (its video meta's, if any)."""
+    meta = GstVideo.buffer_get_video_meta(buffer)
+    offsets, strides = (meta.offset, meta.stride) if meta is not None else (layout.offsets, layout.strides)
+    ok, mapped = buffer.map(Gst.MapFlags.READ)
+    if not ok:
+        raise RuntimeError("cannot map a frame")
+    try:
+        yield np.frombuffer(mapped.data, dtype=np.uint8, count=mapped.size), offsets, strides
     finally:
         buffer.unmap(mapped)
-    return channels
 
 
 def _rgb_channel(layout: Layout, channels: list[np.ndarray], k: int) -> np.ndarray:

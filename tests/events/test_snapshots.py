@@ -49,10 +49,12 @@ def test_source_image_converts_to_rgb():
 
 def patchwork(formats: str, width: int = 320, height: int = 240) -> tuple[np.ndarray, SourceImage]:
     """A frame of 16-pixel squares of random colours, RGB and converted by GStreamer to ``formats``."""
-    squares = np.random.default_rng(3).integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
-    rgb = np.ascontiguousarray(np.repeat(np.repeat(squares, 16, axis=0), 16, axis=1))
+    squares = np.random.default_rng(3).integers(0, 256, (-(-height // 16), -(-width // 16), 3), dtype=np.uint8)
+    rgb = np.ascontiguousarray(np.repeat(np.repeat(squares, 16, axis=0), 16, axis=1)[:height, :width])
     caps = Gst.Caps.from_string(f"video/x-raw,format=RGB,width={width},height={height},framerate=5/1")
-    sample = GstVideo.video_convert_sample(Gst.Sample.new(Gst.Buffer.new_wrapped(rgb.tobytes()), caps, None, None),
+    rows = np.zeros((height, -(-width * 3 // 4) * 4), np.uint8)  # GStreamer's RGB rows are 4-byte aligned
+    rows[:, : width * 3] = rgb.reshape(height, -1)
+    sample = GstVideo.video_convert_sample(Gst.Sample.new(Gst.Buffer.new_wrapped(rows.tobytes()), caps, None, None),
                                            Gst.Caps.from_string(f"video/x-raw,format={formats}"), Gst.SECOND)
     return rgb, SourceImage(sample.get_buffer(), sample.get_caps())
 
@@ -65,6 +67,20 @@ def test_pixels_are_read_from_the_planes_without_converting_the_frame(formats: s
     sampled = image.sample(ys, xs)
     assert image.size == (320, 240) and sampled.shape == (15, 20, 3)
     assert np.abs(sampled.astype(int) - rgb[ys, xs]).max() <= 4  # 8-bit Y'CbCr rounding
+
+
+@pytest.mark.parametrize("formats", ["I420", "NV12", "YUY2", "Y444", "RGB", "BGRx"])
+@pytest.mark.parametrize("size", [(320, 240), (322, 242)])  # subsampled formats' odd half rows and columns too
+def test_a_whole_frame_reads_as_its_pixels_do(formats: str, size: tuple[int, int]):
+    """The model input's reader (``read_frame``, every pixel, float 0..1) and the crops' (``read_rgb``)."""
+    _, image = patchwork(formats, *size)
+    layout = planes.layout_of(image.caps.to_string())
+    out = np.zeros((3, size[1], size[0]), np.float32)
+    planes.read_frame(image.buffer, layout, out)
+    pixels = planes.read_rgb(image.buffer, layout, np.arange(size[1])[:, None], np.arange(size[0])[None, :])
+    # the same exact conversion, summed in another order: a level apart at most where it rounds a half
+    assert np.abs(out * 255.0 - pixels.transpose(2, 0, 1)).max() <= 1.0 + 1e-3
+    assert np.mean(np.abs(out * 255.0 - pixels.transpose(2, 0, 1)) > 0.5) < 0.001
 
 
 def test_frames_that_cannot_be_read_by_their_planes_are_converted_whole():
