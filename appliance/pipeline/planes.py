@@ -7,8 +7,8 @@ needs the whole letterboxed frame. Any 8-bit YUV or RGB format in system memory
 describes for it: each component's plane, subsampling, step between pixels and
 offset. Y'CbCr goes to RGB by the exact formulas of the frame's colour matrix and
 range: ``videoconvert``'s fixed-point conversion comes out a few levels darker
-(GStreamer 1.22, BT.601: R -2.1, G -4.4, B -1.8 on average over a clean-room
-frame), a colour cast the models never saw in training.
+(GStreamer 1.22, BT.601: R -2.1, G -4.8, B -2.6 on a clean-room frame, by
+``tools/check_model_input.py``), a colour cast the models never saw in training.
 """
 
 from __future__ import annotations
