@@ -17,6 +17,7 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,15 +75,53 @@ def decoded_inputs(clip: Path, chain: str, read: Callable[[Gst.Sample, np.ndarra
     return got
 
 
-def compare(name: str, index: int, found: np.ndarray, trained: np.ndarray, letterbox: Letterbox) -> str:
+@dataclass(frozen=True)
+class Difference:
+    """One input of one frame against the training's letterbox, in levels of 0..255."""
+
+    name: str  # which input: ``INPUTS``'s key
+    frame: int
+    signed: tuple[float, float, float]  # mean of input - trained over the picture, in R, G and B
+    absolute: float  # mean |input - trained| over the picture
+    border: float  # the brightest border value (0: black, as trained)
+
+    def line(self) -> str:
+        signed = " ".join(f"{c} {v:+.2f}" for c, v in zip("RGB", self.signed))
+        return (f"frame {self.frame:4d}  {self.name:18s} {signed}  |diff| {self.absolute:.2f}"
+                f"  border max {self.border:.0f}")
+
+
+def compare(name: str, index: int, found: np.ndarray, trained: np.ndarray, letterbox: Letterbox) -> Difference:
     y0, x0 = letterbox.pad_y, letterbox.pad_x
     picture = (slice(y0, y0 + letterbox.scaled_h), slice(x0, x0 + letterbox.scaled_w))
     diff = found[picture] - trained[picture]
     border = np.ones(found.shape[:2], bool)
     border[picture] = False
-    signed = " ".join(f"{c} {v:+.2f}" for c, v in zip("RGB", diff.mean(axis=(0, 1))))
-    return (f"frame {index:4d}  {name:18s} {signed}  |diff| {np.abs(diff).mean():.2f}"
-            f"  border max {found[border].max() if border.any() else 0:.0f}")
+    r, g, b = (float(v) for v in diff.mean(axis=(0, 1)))
+    return Difference(name, index, (r, g, b), float(np.abs(diff).mean()),
+                      float(found[border].max()) if border.any() else 0.0)
+
+
+def differences(scene_name: str, seed: int, indices: set[int], size: InputSize) -> list[Difference]:
+    """Each input's difference from the training's letterbox, for the frames ``indices`` of a scene."""
+    Gst.init(None)
+    case = CASES[scene_name]
+    fps = case.make(seed, 1.0).fps
+    scene = case.make(seed, (max(indices) + 2) / fps)
+    trained: dict[int, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = render(f"{scene_name}-{seed}", scene, Path(tmp))
+        for index, (image, _) in enumerate(scene.frames()):
+            if index in indices:
+                letterbox = Letterbox.compute(image.shape[1], image.shape[0], size.width, size.height)
+                trained[index] = letterbox_frame(image, letterbox).astype(np.float64)
+            if index >= max(indices):
+                break
+        chains = {"appliance input": (letterbox_chain(size), exact_rgb),
+                  "videoconvert RGB": (VIDEOCONVERT_RGB.format(width=size.width, height=size.height), packed_rgb)}
+        inputs = {name: decoded_inputs(clip, chain, read, size, indices) for name, (chain, read) in chains.items()}
+    return [compare(name, index, frames[index], trained[index], letterbox)
+            for index in sorted(indices) for name, frames in inputs.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,30 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", default="30,210", help="frame numbers, comma-separated")
     parser.add_argument("--size", default="480x288", help="the model input, WIDTHxHEIGHT")
     args = parser.parse_args(argv)
-    indices = {int(f) for f in args.frames.split(",")}
     width, height = (int(v) for v in args.size.split("x"))
-    size = InputSize(width, height)
-    Gst.init(None)
-    case = CASES[args.scene]
-    probe = case.make(args.seed, 1.0)
-    scene = case.make(args.seed, (max(indices) + 2) / probe.fps)
-    trained: dict[int, np.ndarray] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        clip = render(f"{args.scene}-{args.seed}", scene, Path(tmp))
-        for index, (image, _) in enumerate(scene.frames()):
-            if index in indices:
-                letterbox = Letterbox.compute(image.shape[1], image.shape[0], width, height)
-                trained[index] = letterbox_frame(image, letterbox).astype(np.float64)
-            if index >= max(indices):
-                break
-        chains = {"appliance input": (letterbox_chain(size), exact_rgb),
-                  "videoconvert RGB": (VIDEOCONVERT_RGB.format(width=width, height=height), packed_rgb)}
-        inputs = {name: decoded_inputs(clip, chain, read, size, indices) for name, (chain, read) in chains.items()}
-    print(f"{args.scene} seed {args.seed}, {scene.width}x{scene.height} into {width}x{height}; "
+    found = differences(args.scene, args.seed, {int(f) for f in args.frames.split(",")}, InputSize(width, height))
+    print(f"{args.scene} seed {args.seed} into {width}x{height}; "
           "mean difference from the training's letterbox of the rendered frame, levels of 0..255")
-    for index in sorted(indices):
-        for name, frames in inputs.items():
-            print(compare(name, index, frames[index], trained[index], letterbox))
+    for difference in found:
+        print(difference.line())
     return 0
 
 

@@ -97,28 +97,38 @@ def read_rgb(buffer: Gst.Buffer, layout: Layout, ys: np.ndarray, xs: np.ndarray)
 
 def read_frame(buffer: Gst.Buffer, layout: Layout, out: np.ndarray) -> None:
     """Writes the whole frame, laid out as ``layout`` and ``out``'s size, into ``out`` as ``[3, H, W]``
-    float32 RGB in 0..1: the values an exact conversion to 8-bit RGB gives, divided by 255."""
+    float32 RGB in 0..1: the values an exact conversion to 8-bit RGB gives, divided by 255. Each
+    channel is summed in place from the components' parts (the model input, every frame)."""
     _, height, width = out.shape
-    channels = _components(buffer, layout, height, width)
-    for k in range(3):
-        np.multiply(_rgb_channel(layout, channels, k), np.float32(1.0 / 255.0), out=out[k])
-
-
-def _components(buffer: Gst.Buffer, layout: Layout, height: int, width: int) -> list[np.ndarray]:
-    """The frame's three components (R, G, B or Y', Cb, Cr), each ``[height, width]`` uint8: a
-    subsampled one's value stands for its block of pixels."""
     with _mapped(buffer, layout) as (data, offsets, strides):
-        channels = []
-        for c in range(3):
-            plane, rows, columns = layout.planes[c], layout.row_shift[c], layout.column_shift[c]
-            shape = (-(-height >> rows), -(-width >> columns))
-            start = offsets[plane] + layout.pixel_offset[c]
-            component = np.lib.stride_tricks.as_strided(
-                data[start:], shape=shape, strides=(strides[plane], layout.pixel_stride[c]), writeable=False)
-            if rows or columns:
-                component = component[(np.arange(height) >> rows)[:, None], np.arange(width) >> columns]
-            channels.append(component.copy())
-    return channels
+        components = [_component(data, offsets, strides, layout, c, height, width) for c in range(3)]
+        for k in range(3):
+            channel = out[k]
+            if layout.components is None:  # R, G and B already
+                np.multiply(components[k], np.float32(1.0 / 255.0), out=channel)
+                continue
+            np.take(layout.components[0, :, k], components[0], out=channel)
+            for c in (1, 2):
+                part = layout.components[c, :, k]
+                if part.any():  # Cb has no part in R, nor Cr in B
+                    channel += np.take(part, components[c])
+            np.rint(channel, out=channel)
+            np.clip(channel, 0.0, 255.0, out=channel)
+            channel *= np.float32(1.0 / 255.0)
+
+
+def _component(data: np.ndarray, offsets: Sequence[int], strides: Sequence[int], layout: Layout, c: int,
+               height: int, width: int) -> np.ndarray:
+    """Component ``c`` (R, G, B or Y', Cb, Cr) of a mapped frame as ``[height, width]`` uint8, a view of
+    its plane where it is not subsampled (valid while mapped), else each value repeated over its block."""
+    plane, rows, columns = layout.planes[c], layout.row_shift[c], layout.column_shift[c]
+    shape = (-(-height >> rows), -(-width >> columns))
+    start = offsets[plane] + layout.pixel_offset[c]
+    component = np.lib.stride_tricks.as_strided(
+        data[start:], shape=shape, strides=(strides[plane], layout.pixel_stride[c]), writeable=False)
+    if rows or columns:
+        component = component[(np.arange(height) >> rows)[:, None], np.arange(width) >> columns]
+    return component
 
 
 @contextlib.contextmanager
@@ -133,16 +143,3 @@ def _mapped(buffer: Gst.Buffer, layout: Layout) -> Iterator[tuple[np.ndarray, Se
         yield np.frombuffer(mapped.data, dtype=np.uint8, count=mapped.size), offsets, strides
     finally:
         buffer.unmap(mapped)
-
-
-def _rgb_channel(layout: Layout, channels: list[np.ndarray], k: int) -> np.ndarray:
-    """R, G or B (``k``) of the whole frame, 0..255: the component itself, or each Y'CbCr component's
-    part summed (rounded and clipped as an 8-bit conversion is)."""
-    if layout.components is None:
-        return channels[k]
-    rgb = np.take(layout.components[0, :, k], channels[0])
-    for c in (1, 2):
-        part = layout.components[c, :, k]
-        if part.any():
-            rgb += np.take(part, channels[c])
-    return np.rint(rgb, out=rgb).clip(0.0, 255.0, out=rgb)
